@@ -1,0 +1,178 @@
+//! DingTalk's server API as the exporter uses it: access tokens, `getsendprogress` and
+//! `getsendresult`, with rate limiting, retries and the classification of every answer.
+//!
+//! The tracker talks to DingTalk only through [`DeliveryApi`], so the scheduler and the HTTP
+//! layer can be tested with a fake, and one client per configured app can sit behind it.
+
+pub mod answer;
+pub mod client;
+pub mod limiter;
+pub mod redact;
+pub mod token;
+
+use std::fmt;
+
+pub use client::DingTalkClient;
+
+/// The DingTalk APIs the exporter calls, as they appear in the `api` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    GetToken,
+    GetSendProgress,
+    GetSendResult,
+}
+
+impl Api {
+    pub const ALL: [Api; 3] = [Api::GetToken, Api::GetSendProgress, Api::GetSendResult];
+
+    /// The `api` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::GetToken => "gettoken",
+            Api::GetSendProgress => "getsendprogress",
+            Api::GetSendResult => "getsendresult",
+        }
+    }
+
+    /// Whether DingTalk counts calls of this API against the monthly quota (token APIs are
+    /// exempt; the work-notification APIs are not).
+    pub fn is_metered(self) -> bool {
+        !matches!(self, Api::GetToken)
+    }
+}
+
+/// What `getsendprogress` says about a task.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SendProgress {
+    /// `progress_in_percent`, 0..=100 (clamped when DingTalk says otherwise).
+    pub percent: f64,
+    /// `status`: 0 not started, 1 in progress, 2 finished. Other values are kept as sent.
+    pub status: i64,
+}
+
+/// How many recipients `getsendresult` puts in each list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecipientCounts {
+    pub read: u64,
+    pub unread: u64,
+    pub failed: u64,
+    /// Dropped by flow control: `forbidden_user_id_list` plus the entries of `forbidden_list`.
+    pub forbidden: u64,
+    /// `invalid_user_id_list` plus `invalid_dept_id_list`.
+    pub invalid: u64,
+}
+
+/// DingTalk error codes that get their own `errcode` label value; any other code is counted
+/// as `other`, so the label stays a bounded set whatever DingTalk answers.
+pub const KNOWN_ERRCODES: &[i64] = &[
+    -1, 22, 88, 500, 40000, 40001, 40014, 40035, 40089, 40096, 42001, 45009, 60011, 60020, 90002,
+    90003, 90004, 90005, 90006, 90007, 90008, 90009, 90010, 90011, 90012, 90013, 90014, 90018,
+    90020,
+];
+
+/// Why a call produced no usable answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApiFailure {
+    /// DingTalk answered with a non-zero errcode. For errcode 88 `code` is the `sub_code`
+    /// (when it is a number), since 88 only wraps the real cause.
+    DingTalk { code: i64, message: String },
+    /// The request never got an HTTP answer: connect error, timeout, reset. The text has any
+    /// access token redacted.
+    Transport(String),
+    /// A non-2xx HTTP answer without a DingTalk error body (a gateway's HTML 502, say).
+    Http(u16),
+    /// An answer that could not be understood (truncated or malformed JSON, oversized).
+    Decode(String),
+    /// DingTalk's per-IP throttle answered with its punish page: the host is banned for a while.
+    IpBanned { retry_after_ms: i64 },
+    /// The call was not sent at all: the monthly budget, the exhausted upstream quota or an IP
+    /// ban says to wait until `until_ms`. Nothing was spent.
+    Deferred { until_ms: i64, reason: Deferral },
+}
+
+/// Why a call was held back without being sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferral {
+    /// `--dingtalk.monthly-call-budget` is spent for this month (or paced to wait).
+    MonthlyBudget,
+    /// DingTalk answered 90020: the organisation's monthly quota is used up.
+    QuotaExhausted,
+    /// DingTalk's per-IP throttle banned this host.
+    IpBan,
+}
+
+impl ApiFailure {
+    /// The `errcode` label of `dingtalk_api_errors_total`: a known DingTalk code, `other`, or
+    /// `transport`, `http`, `decode`, `ip_banned`. `None` for deferred calls, which were
+    /// never made and so are not errors of the API.
+    pub fn errcode_label(&self) -> Option<String> {
+        match self {
+            ApiFailure::DingTalk { code, .. } if KNOWN_ERRCODES.contains(code) => {
+                Some(code.to_string())
+            }
+            ApiFailure::DingTalk { .. } => Some("other".to_string()),
+            ApiFailure::Transport(_) => Some("transport".to_string()),
+            ApiFailure::Http(_) => Some("http".to_string()),
+            ApiFailure::Decode(_) => Some("decode".to_string()),
+            ApiFailure::IpBanned { .. } => Some("ip_banned".to_string()),
+            ApiFailure::Deferred { .. } => None,
+        }
+    }
+
+    /// The DingTalk errcode to show as a task's `last_errcode`, when DingTalk answered.
+    pub fn dingtalk_code(&self) -> Option<i64> {
+        match self {
+            ApiFailure::DingTalk { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiFailure::DingTalk { code, message } => {
+                write!(f, "DingTalk answered errcode {code}: {message}")
+            }
+            ApiFailure::Transport(text) => write!(f, "request failed: {text}"),
+            ApiFailure::Http(status) => write!(f, "HTTP status {status} without a DingTalk answer"),
+            ApiFailure::Decode(text) => write!(f, "answer not understood: {text}"),
+            ApiFailure::IpBanned { retry_after_ms } => write!(
+                f,
+                "DingTalk's per-IP throttle banned this host for {}s",
+                retry_after_ms / 1000
+            ),
+            ApiFailure::Deferred { reason, .. } => match reason {
+                Deferral::MonthlyBudget => f.write_str("held back by the monthly call budget"),
+                Deferral::QuotaExhausted => {
+                    f.write_str("held back: DingTalk's monthly API quota is used up (90020)")
+                }
+                Deferral::IpBan => f.write_str("held back: DingTalk's per-IP throttle ban"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// The seam between the tracker and DingTalk: one implementation per configured app.
+#[async_trait::async_trait]
+pub trait DeliveryApi: Send + Sync {
+    /// `getsendprogress` for one task (a metered call).
+    async fn send_progress(&self, agent_id: i64, task_id: i64) -> Result<SendProgress, ApiFailure>;
+
+    /// `getsendresult` for one task (a metered call).
+    async fn send_result(&self, agent_id: i64, task_id: i64)
+    -> Result<RecipientCounts, ApiFailure>;
+}
+
+/// Decides whether a metered call may be sent now. Shared by every app's client, because
+/// the monthly quota belongs to the organisation, not to one app.
+pub trait CallGate: Send + Sync {
+    /// Reserves one metered call at `now_ms`, counting it durably before it is sent so that a
+    /// crash can never lead to overspending; or says until when to wait.
+    fn reserve(&self, now_ms: i64) -> Result<(), ApiFailure>;
+
+    /// DingTalk answered 90020: stop metered calls until the quota month ends.
+    fn quota_exhausted(&self, now_ms: i64);
+}

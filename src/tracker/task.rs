@@ -1,0 +1,164 @@
+//! A tracked delivery task and its lifecycle.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dingtalk::RecipientCounts;
+
+/// A task is identified by the app agent that sent it and the `task_id` DingTalk returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskKey {
+    pub agent_id: i64,
+    pub task_id: i64,
+}
+
+/// Where the exporter is with a task (the `state` label of `dingtalk_tasks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Still being polled.
+    Active,
+    /// DingTalk reported status 2 (finished).
+    Completed,
+    /// DingTalk answered 40035: no such task for this agent.
+    Invalid,
+    /// Older than `--task.max-age`: outside DingTalk's query window.
+    Expired,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 4] = [
+        TaskState::Active,
+        TaskState::Completed,
+        TaskState::Invalid,
+        TaskState::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Active => "active",
+            TaskState::Completed => "completed",
+            TaskState::Invalid => "invalid",
+            TaskState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|state| state.as_str() == text)
+    }
+}
+
+/// DingTalk's `status` of a send task (the `status` label of `dingtalk_task_status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendStatus {
+    NotStarted,
+    InProgress,
+    Completed,
+}
+
+impl SendStatus {
+    pub const ALL: [SendStatus; 3] = [
+        SendStatus::NotStarted,
+        SendStatus::InProgress,
+        SendStatus::Completed,
+    ];
+
+    /// DingTalk's numeric status: 0 not started, 1 in progress, 2 finished. Unknown values
+    /// are read as in progress: the task is not known to be done, so it keeps being polled.
+    pub fn from_dingtalk(status: i64) -> SendStatus {
+        match status {
+            0 => SendStatus::NotStarted,
+            2 => SendStatus::Completed,
+            _ => SendStatus::InProgress,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendStatus::NotStarted => "not_started",
+            SendStatus::InProgress => "in_progress",
+            SendStatus::Completed => "completed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SendStatus> {
+        SendStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// What became of the one `getsendresult` call made for a finished task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum ResultFetch {
+    /// Not asked yet (or not finished yet).
+    Pending,
+    /// DingTalk answered; the counts are in [`Task::recipients`].
+    Fetched,
+    /// DingTalk refused (more than 100 recipients, outside 24 h, ...): recorded, not retried.
+    Refused { errcode: i64 },
+}
+
+/// Everything the exporter knows about one tracked task. Times are Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub key: TaskKey,
+    /// A label for people (`dingtalk_task_info{name}`); may be empty.
+    pub name: String,
+    pub state: TaskState,
+    /// DingTalk's status from the last answer; `None` before the first answer.
+    pub status: Option<SendStatus>,
+    /// `progress_in_percent / 100` from the last answer; `None` before the first answer.
+    pub progress_ratio: Option<f64>,
+    /// When the task was registered.
+    pub created_at_ms: i64,
+    /// The last successful answer about this task.
+    pub last_poll_at_ms: Option<i64>,
+    /// The last time its progress (or status) changed; the registration time before that.
+    pub last_progress_change_at_ms: i64,
+    /// DingTalk's errcode from the last poll (the sub_code for 88), 0 when it succeeded;
+    /// `None` before the first answer. Failures without a DingTalk answer leave it as it was.
+    pub last_errcode: Option<i64>,
+    /// When the task left the `active` state; its retention on `/metrics` counts from here.
+    pub ended_at_ms: Option<i64>,
+    /// When the scheduler will next ask DingTalk about it (`None`: nothing more to ask).
+    pub next_poll_at_ms: Option<i64>,
+    /// Metered calls spent on this task (progress polls and the result fetch).
+    pub metered_calls: u64,
+    /// Recipient counts from `getsendresult`, once fetched.
+    pub recipients: Option<RecipientCounts>,
+    pub result_fetch: ResultFetch,
+    /// The scheduler's private memory of this task (what it needs to estimate progress
+    /// rates); stored as an opaque JSON text so the store does not depend on its shape.
+    pub schedule: serde_json::Value,
+}
+
+impl Task {
+    /// A task just registered: active, never polled, due at once.
+    pub fn registered(key: TaskKey, name: String, now_ms: i64) -> Task {
+        Task {
+            key,
+            name,
+            state: TaskState::Active,
+            status: None,
+            progress_ratio: None,
+            created_at_ms: now_ms,
+            last_poll_at_ms: None,
+            last_progress_change_at_ms: now_ms,
+            last_errcode: None,
+            ended_at_ms: None,
+            next_poll_at_ms: Some(now_ms),
+            metered_calls: 0,
+            recipients: None,
+            result_fetch: ResultFetch::Pending,
+            schedule: serde_json::Value::Null,
+        }
+    }
+
+    /// Whether the task still belongs on `/metrics` at `now_ms`.
+    pub fn is_published(&self, now_ms: i64, retention_ms: i64) -> bool {
+        match self.ended_at_ms {
+            None => true,
+            Some(ended) => now_ms < ended.saturating_add(retention_ms),
+        }
+    }
+}
