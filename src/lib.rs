@@ -21,6 +21,7 @@ pub mod duration;
 pub mod exporter;
 pub mod http;
 pub mod metrics;
+pub mod runtime;
 pub mod secret;
 pub mod simulator;
 pub mod tracker;
