@@ -137,7 +137,9 @@ impl Exporter {
                     .config_reload_timestamp
                     .set(crate::clock::ms_to_seconds(crate::clock::now_ms()));
                 tracing::info!("configuration reloaded");
-                Ok(())
+                // Static tasks added to the file are tracked now; removing one from the
+                // file does not drop a task that was acknowledged.
+                crate::runtime::register_static_tasks(&self.tracker, &self.config()).await
             }
             Err(err) => {
                 self.telemetry.config_reload_successful.set(0);

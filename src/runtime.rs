@@ -174,12 +174,8 @@ pub fn reload_on_sighup(exporter: Arc<Exporter>) {
             return;
         };
         while hangups.recv().await.is_some() {
-            if exporter.reload().await.is_ok() {
-                let config = exporter.config();
-                if let Err(err) = register_static_tasks(exporter.tracker(), &config).await {
-                    tracing::error!(error = %err, "could not track the reloaded static tasks");
-                }
-            }
+            // The outcome is logged and published by reload itself.
+            let _ = exporter.reload().await;
         }
     });
 }
