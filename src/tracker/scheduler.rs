@@ -12,10 +12,11 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::clock::{ms_to_seconds, now_ms};
-use crate::dingtalk::{ApiFailure, Deferral, DeliveryApi};
+use crate::dingtalk::{ApiFailure, Deferral, DeliveryApi, SendProgress};
 use crate::exporter::Exporter;
 
-use super::policy::{self, Observation, PollBounds, PollMemory};
+use super::policy::{self, Observation, PollMemory};
+pub use super::policy::PollBounds;
 use super::task::{ResultFetch, SendStatus, Task, TaskState};
 
 /// Most polls in flight at once; the clients' rate limiters do the real pacing, this only
@@ -188,11 +189,26 @@ async fn poll_progress(
     bounds: PollBounds,
     expires_at: i64,
 ) -> Result<(), i64> {
-    let mut memory = PollMemory::from_json(&task.schedule);
     let answer = client
         .send_progress(task.key.agent_id, task.key.task_id)
         .await;
-    let now = now_ms();
+    record_progress_answer(task, answer, now_ms(), bounds, expires_at)
+}
+
+/// Applies an answer of `getsendprogress` (or its failure) received at `now` to a task:
+/// its state, its progress and when to ask next. `Err(until)` when the call was held back
+/// by the budget or the quota and the task keeps its place in line.
+///
+/// Pure (no I/O, no clock), so the call-economy benchmark runs the scheduler's very
+/// decisions in virtual time.
+pub fn record_progress_answer(
+    task: &mut Task,
+    answer: Result<SendProgress, ApiFailure>,
+    now: i64,
+    bounds: PollBounds,
+    expires_at: i64,
+) -> Result<(), i64> {
+    let mut memory = PollMemory::from_json(&task.schedule);
     if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
         task.metered_calls += 1;
     }
