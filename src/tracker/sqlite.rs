@@ -20,7 +20,7 @@
 //!   inside, so the scheduler can change its shape without a migration.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::types::Value;
@@ -103,6 +103,28 @@ const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_rat
     next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
     recipients_forbidden, recipients_invalid, result_fetch, result_errcode, schedule";
 const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+
+/// Registers a task unless its key is stored already, which it leaves untouched.
+static INSERT_NEW_TASK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
+         ON CONFLICT (agent_id, task_id) DO NOTHING"
+    )
+});
+
+/// Stores a task whole, replacing every column of a stored one.
+static UPSERT_TASK: LazyLock<String> = LazyLock::new(|| {
+    let updates = TASK_COLUMNS
+        .split(", ")
+        .filter(|column| !matches!(*column, "agent_id" | "task_id"))
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
+         ON CONFLICT (agent_id, task_id) DO UPDATE SET {updates}"
+    )
+});
 
 /// The tasks and counters in one SQLite file.
 pub struct SqliteStore {
@@ -284,10 +306,7 @@ impl TaskStore for SqliteStore {
         self.write(
             || format!("cannot register {} task(s)", tasks.len()),
             |tx| {
-                let mut insert = tx.prepare_cached(&format!(
-                    "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
-                     ON CONFLICT (agent_id, task_id) DO NOTHING"
-                ))?;
+                let mut insert = tx.prepare_cached(&INSERT_NEW_TASK)?;
                 let mut created = Vec::with_capacity(tasks.len());
                 for task in tasks {
                     let inserted =
@@ -300,19 +319,10 @@ impl TaskStore for SqliteStore {
     }
 
     fn save(&self, tasks: &[Task]) -> Result<(), StoreError> {
-        let updates = TASK_COLUMNS
-            .split(", ")
-            .filter(|column| !matches!(*column, "agent_id" | "task_id"))
-            .map(|column| format!("{column} = excluded.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         self.write(
             || format!("cannot save {} task(s)", tasks.len()),
             |tx| {
-                let mut upsert = tx.prepare_cached(&format!(
-                    "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
-                     ON CONFLICT (agent_id, task_id) DO UPDATE SET {updates}"
-                ))?;
+                let mut upsert = tx.prepare_cached(&UPSERT_TASK)?;
                 for task in tasks {
                     upsert.execute(rusqlite::params_from_iter(task_values(task)?))?;
                 }
