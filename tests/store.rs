@@ -305,11 +305,12 @@ fn acknowledged_writes_survive_sigkill_and_the_file_stays_intact() {
     let mut registered = BTreeSet::new();
     let mut saved = BTreeSet::new();
     for round in 0..6 {
-        // Round 0 kills at once, possibly while the schema is being created.
-        let kill_after = if round == 0 {
-            0
-        } else {
-            rand::random_range(1..400usize)
+        // Round 0 kills at once, possibly while the schema is being created; round 1 soon
+        // after the first commits; the others once the writers are in full swing.
+        let kill_after = match round {
+            0 => 0,
+            1 => rand::random_range(1..50usize),
+            _ => rand::random_range(50..400usize),
         };
         let acks = run_child_and_kill(&path, round, kill_after);
         for (kind, task_key) in acks {
@@ -352,7 +353,7 @@ fn acknowledged_writes_survive_sigkill_and_the_file_stays_intact() {
         }
     }
     assert!(
-        registered.len() > 100 && !saved.is_empty(),
+        registered.len() >= 100 && !saved.is_empty(),
         "the rounds acknowledged too little to prove anything: {} registered, {} saved",
         registered.len(),
         saved.len()
