@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::dingtalk::{CallGate, DeliveryApi, DingTalkClient};
 use crate::exporter::{ConfigSource, Exporter};
 use crate::metrics::Telemetry;
-use crate::tracker::gate::MonthlyBudget;
+use crate::tracker::gate::MonthlyCallGate;
 use crate::tracker::sqlite::SqliteStore;
 use crate::tracker::{NewTask, TaskKey, TaskStore, Tracker};
 
@@ -34,7 +34,7 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?,
     );
     let gate = Arc::new(
-        MonthlyBudget::new(
+        MonthlyCallGate::new(
             store.clone(),
             config.dingtalk.monthly_call_budget,
             telemetry.clone(),

@@ -442,6 +442,7 @@ fn result_fetch_word(fetch: ResultFetch) -> &'static str {
         ResultFetch::Pending => "pending",
         ResultFetch::Fetched => "fetched",
         ResultFetch::Refused { .. } => "refused",
+        ResultFetch::Unavailable => "unavailable",
     }
 }
 
@@ -458,7 +459,7 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         .map_err(|err| Failure::Data(format!("schedule cannot be written as JSON: {err}")))?;
     let refused_errcode = match task.result_fetch {
         ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending | ResultFetch::Fetched => None,
+        ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
     };
     Ok(vec![
         Value::Integer(task.key.agent_id),
@@ -544,6 +545,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
     let result_fetch = match (fetch_word.as_str(), refused_errcode) {
         ("pending", _) => ResultFetch::Pending,
         ("fetched", _) => ResultFetch::Fetched,
+        ("unavailable", _) => ResultFetch::Unavailable,
         ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
         _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
     };
