@@ -340,6 +340,11 @@ async fn progress_follows_the_timeline() {
         (0.0, 0)
     );
     let answer = client.progress(&token, AGENT, delayed).await;
+    assert_eq!(
+        answer["progress"]["progress_in_percent"],
+        json!(100),
+        "a whole number"
+    );
     assert_eq!(answer["errmsg"], "ok");
     assert!(
         answer["request_id"]

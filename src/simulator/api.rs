@@ -248,6 +248,13 @@ fn find_task<'a>(
 fn get_send_progress(state: &mut State, params: &Params, now_ms: i64) -> Answer {
     let (task, elapsed_ms) = find_task(state, params, now_ms)?;
     let (percent, status) = task.timeline.progress_at(elapsed_ms);
+    // DingTalk sends whole percents as integers (`100`, not `100.0`); only a scripted
+    // fractional stall point shows up as a fraction.
+    let percent = if percent.fract() == 0.0 {
+        json!(percent as i64)
+    } else {
+        json!(percent)
+    };
     Ok(json!({ "progress": { "progress_in_percent": percent, "status": status } }))
 }
 

@@ -1,8 +1,8 @@
 //! A simulator of DingTalk's server API, for tests, the demo and benchmarks: no DingTalk
 //! account needed, and every awkward behaviour of the real service on demand.
 //!
-//! It serves `gettoken`, `getsendprogress`, `getsendresult` and `asyncsend_v2` as
-//! `../shared/dingtalk-api.md` describes them, over plain HTTP on loopback:
+//! It serves `gettoken`, `getsendprogress`, `getsendresult` and `asyncsend_v2` the way
+//! DingTalk's documentation and SDKs describe them, over plain HTTP on loopback:
 //!
 //! - **Tokens**: random, per app; `gettoken` while the token is valid returns the same one
 //!   and extends it. A blank token gets errcode 88 / sub_code "40000"; an expired or unknown

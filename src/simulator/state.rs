@@ -152,9 +152,11 @@ pub(crate) struct State {
     chance: StdRng,
     /// Seeded from the OS: tokens and ids must not be guessable from the seed.
     ids: StdRng,
-    /// Every token ever issued, in order, and what each one is.
+    /// Every token ever issued, oldest first.
     issued: Vec<String>,
+    /// Every token ever issued: whose it is and until when it is valid.
     tokens: HashMap<String, IssuedToken>,
+    /// Each app's latest token, which `gettoken` hands out again while it is valid.
     current_token: HashMap<String, String>,
     /// By task id: DingTalk's task ids are unique across agents.
     tasks: HashMap<i64, SimTask>,
