@@ -4,13 +4,17 @@
 //! spends calls where they buy freshness and nowhere else:
 //!
 //! - a task is first asked about right after it is registered;
-//! - while it runs, its rate of progress is estimated from what DingTalk said (from the
-//!   first answer that showed it running, or from its registration), and the next poll is
+//! - while it runs, its rate of progress is estimated from DingTalk's answers (measured
+//!   from the registration, or from the first sighting of it running), and the next poll is
 //!   placed just after the moment it should reach 100%; an early guess is corrected by the
 //!   next answer, so the polls close in on the completion;
-//! - while nothing changes (not started yet, or stalled) the gap doubles, from
-//!   `--poll.min-interval` up to `--poll.max-interval`, which bounds how late a stall, a
-//!   start or a completion is seen;
+//! - a task first seen running after a wait is looked at again within the time just
+//!   waited, since one sighting cannot tell how long ago it started;
+//! - while nothing changes the gap doubles, from `--poll.min-interval` up to
+//!   `--poll.max-interval`, which bounds how late a stall, a start or a completion is seen;
+//!   a task that has not started yet is looked at at least every quarter of the max
+//!   interval for its first six max intervals (deliveries usually start within minutes,
+//!   and a short one finishes soon after), then like any stall;
 //! - a finished task's progress is never asked again.
 //!
 //! The policy is a pure function of the task's history and the current time, so the same
@@ -70,6 +74,9 @@ pub struct Observation {
     pub changed: bool,
 }
 
+/// How many max intervals a task may wait to start before it is treated as stuck.
+const NOT_STARTED_PATIENCE: i64 = 6;
+
 /// Margin added past the estimated completion so that the poll lands after it, not just
 /// before it: 5% of the remaining time, at least one second.
 fn completion_margin_ms(remaining_ms: i64) -> i64 {
@@ -103,14 +110,36 @@ pub fn next_interval(
             memory.anchor_ms = Some(observation.at_ms);
             memory.anchor_ratio = 0.0;
             memory.anchored_running = false;
-            backoff(&memory)
+            // A delivery usually starts within minutes, and a short one finishes soon
+            // after: while the task is young, look for its start at least every quarter
+            // of the max interval. One that has waited far longer is stuck, and is polled
+            // like any stall.
+            let age_ms = observation.at_ms - created_at_ms;
+            let cap = if age_ms < NOT_STARTED_PATIENCE * max {
+                (max / 4).max(min)
+            } else {
+                max
+            };
+            backoff(&memory).min(cap)
         }
         SendStatus::InProgress => {
             // Without an earlier answer, measure from the registration: the send was
-            // (nearly always) made just before it.
-            let (anchor_ms, anchor_ratio) = memory
-                .anchor_ms
-                .map_or((created_at_ms, 0.0), |at| (at, memory.anchor_ratio));
+            // (nearly always) made just before it. After a wait, the start lies somewhere
+            // between the last "not started" and now: take the middle.
+            let (anchor_ms, anchor_ratio) = match memory.anchor_ms {
+                None => (created_at_ms, 0.0),
+                Some(at) if !memory.anchored_running => (at + (observation.at_ms - at) / 2, 0.0),
+                Some(at) => (at, memory.anchor_ratio),
+            };
+            // A rate guessed from one sighting right after a wait can be far off (the
+            // start may have been a moment ago): look again within the time just waited,
+            // and estimate from two sightings of it running.
+            let first_sighting_after_wait = memory.anchor_ms.is_some() && !memory.anchored_running;
+            let evidence_cap = if first_sighting_after_wait {
+                (observation.at_ms - memory.anchor_ms.unwrap_or(observation.at_ms)).max(min)
+            } else {
+                max
+            };
             if !memory.anchored_running {
                 memory.anchor_ms = Some(observation.at_ms);
                 memory.anchor_ratio = observation.ratio;
@@ -125,7 +154,9 @@ pub fn next_interval(
             } else if progressed > 0.0 && elapsed_ms > 0 {
                 let remaining_ratio = (1.0 - observation.ratio).max(0.0);
                 let remaining_ms = (remaining_ratio / progressed * elapsed_ms as f64) as i64;
-                (remaining_ms + completion_margin_ms(remaining_ms)).clamp(min, max)
+                (remaining_ms + completion_margin_ms(remaining_ms))
+                    .min(evidence_cap)
+                    .clamp(min, max)
             } else {
                 backoff(&memory)
             }
@@ -242,28 +273,61 @@ mod tests {
         assert_eq!(second, Some(2 * BOUNDS.min_interval_ms));
     }
 
-    /// A task that starts late is estimated from the last moment it was seen waiting, not
-    /// from its registration, so its completion is not overshot.
+    /// A task that starts late is looked at again soon after it is first seen running,
+    /// instead of trusting a rate guessed from one sighting.
     #[test]
-    fn delayed_starts_are_measured_from_the_last_wait() {
-        // Seen waiting at 600 s, running at 10% at 620 s: about 180 s to go, not 5580 s.
+    fn delayed_starts_are_checked_again_soon() {
+        // Seen waiting at 600 s, running at 10% at 620 s: look again within 20 s.
         let (_, memory) = next_interval(
             PollMemory::default(),
             0,
             observe(600_000, 0.0, SendStatus::NotStarted, true),
             BOUNDS,
         );
-        let (next, _) = next_interval(
+        let (next, memory) = next_interval(
             memory,
             0,
             observe(620_000, 0.1, SendStatus::InProgress, true),
             BOUNDS,
         );
+        assert_eq!(next, Some(20_000));
+        // Two sightings later, 20% at 640 s: the rate is known, 160 s to go.
+        let (next, _) = next_interval(
+            memory,
+            0,
+            observe(640_000, 0.2, SendStatus::InProgress, true),
+            BOUNDS,
+        );
         let next = next.unwrap();
         assert!(
-            (180_000..=200_000).contains(&next),
+            (160_000..=175_000).contains(&next),
             "next poll in {next} ms"
         );
+    }
+
+    /// A task still waiting to start is looked at every quarter of the max interval while
+    /// young, and only every max interval once it is clearly stuck.
+    #[test]
+    fn young_waiting_tasks_are_watched_closer_than_stuck_ones() {
+        let mut memory = PollMemory {
+            last_interval_ms: BOUNDS.max_interval_ms,
+            ..PollMemory::default()
+        };
+        let (young, updated) = next_interval(
+            memory,
+            0,
+            observe(600_000, 0.0, SendStatus::NotStarted, false),
+            BOUNDS,
+        );
+        assert_eq!(young, Some(BOUNDS.max_interval_ms / 4));
+        memory = updated;
+        let (stuck, _) = next_interval(
+            memory,
+            0,
+            observe(3 * 3_600_000, 0.0, SendStatus::NotStarted, false),
+            BOUNDS,
+        );
+        assert_eq!(stuck, Some(BOUNDS.max_interval_ms / 2));
     }
 
     /// Very fast or very slow estimates stay within the configured bounds.
