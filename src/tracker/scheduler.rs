@@ -15,8 +15,8 @@ use crate::clock::{ms_to_seconds, now_ms};
 use crate::dingtalk::{ApiFailure, Deferral, DeliveryApi, SendProgress};
 use crate::exporter::Exporter;
 
-use super::policy::{self, Observation, PollMemory};
 pub use super::policy::PollBounds;
+use super::policy::{self, Observation, PollMemory};
 use super::task::{ResultFetch, SendStatus, Task, TaskState};
 
 /// Most polls in flight at once; the clients' rate limiters do the real pacing, this only
