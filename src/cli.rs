@@ -1,6 +1,10 @@
 //! The command line: the exporter's flags (each with an environment twin) and the
 //! subcommands `demo`, `simulate` and `track`.
 //!
+//! The flags come in one struct per section (web, DingTalk, polling, logging), each flattened
+//! into the exporter's flags and the demo's, so `--help` groups them and the two commands
+//! share them.
+//!
 //! Settings flags are `Option`s with no clap default: a flag that was not given (on the
 //! command line or through its environment twin) leaves the setting to the config file, and
 //! only then to the default of [`crate::config`]. The defaults are therefore written into
@@ -46,9 +50,12 @@ pub enum Command {
     Track(TrackArgs),
 }
 
-/// The flags of the exporter (no subcommand).
+/// The flags of the exporter (no subcommand), in the order of `--help`.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ExporterFlags {
+    #[command(flatten)]
+    pub web: WebFlags,
+
     /// YAML file with DingTalk apps, static tasks and any setting below; a flag given on the
     /// command line or through its environment variable overrides the file.
     #[arg(
@@ -79,6 +86,9 @@ pub struct ExporterFlags {
     )]
     pub monthly_call_budget: Option<u64>,
 
+    #[command(flatten)]
+    pub dingtalk: DingTalkFlags,
+
     /// The embedded database (SQLite) holding tracked tasks and counters.
     /// [default: dingtalk-exporter.db]
     #[arg(
@@ -90,7 +100,10 @@ pub struct ExporterFlags {
     pub storage_path: Option<PathBuf>,
 
     #[command(flatten)]
-    pub settings: SettingsFlags,
+    pub poll: PollFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
 }
 
 /// The DingTalk app of the command line, which becomes the app named `default`.
@@ -139,9 +152,9 @@ pub struct AppFlags {
     pub app_secret: Option<Secret>,
 }
 
-/// Settings shared by the exporter and the demo.
+/// Where and how the exporter serves HTTP; shared by the exporter and the demo.
 #[derive(Args, Clone, Debug, Default)]
-pub struct SettingsFlags {
+pub struct WebFlags {
     /// Address to listen on for metrics and the task API: `:10050` (all interfaces),
     /// `host:port` or `[::1]:port`. [default: :10050]
     #[arg(
@@ -164,12 +177,13 @@ pub struct SettingsFlags {
     /// Configuration file that can enable TLS or basic authentication (the Prometheus
     /// exporter-toolkit format: tls_server_config, basic_auth_users).
     #[arg(
+        id = "web_config_file",
         long = "web.config.file",
         env = "DINGTALK_EXPORTER_WEB_CONFIG_FILE",
         value_name = "FILE",
         help_heading = "Web"
     )]
-    pub web_config_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
 
     /// File holding the bearer token that the task API's POST and DELETE require; without
     /// it, writes are accepted from loopback clients only.
@@ -180,7 +194,11 @@ pub struct SettingsFlags {
         help_heading = "Web"
     )]
     pub api_token_file: Option<PathBuf>,
+}
 
+/// How the exporter calls DingTalk; shared by the exporter and the demo.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DingTalkFlags {
     /// Outbound calls per second per API per app. DingTalk allows 20 on the free edition
     /// and the sending application needs its share. [default: 10]
     #[arg(
@@ -199,7 +217,11 @@ pub struct SettingsFlags {
         help_heading = "DingTalk"
     )]
     pub timeout: Option<PromDuration>,
+}
 
+/// How tasks are polled and kept; shared by the exporter and the demo.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PollFlags {
     /// Shortest gap between two polls of one task. [default: 5s]
     #[arg(
         long = "poll.min-interval",
@@ -247,7 +269,11 @@ pub struct SettingsFlags {
         help_heading = "Polling"
     )]
     pub tasks_max: Option<usize>,
+}
 
+/// What is logged and how; shared by the exporter and the demo.
+#[derive(Args, Clone, Debug, Default)]
+pub struct LogFlags {
     /// Only log messages with the given severity or above. [default: info]
     #[arg(
         long = "log.level",
@@ -255,7 +281,7 @@ pub struct SettingsFlags {
         value_name = "LEVEL",
         help_heading = "Logging"
     )]
-    pub log_level: Option<LogLevel>,
+    pub level: Option<LogLevel>,
 
     /// Output format of log messages. [default: logfmt]
     #[arg(
@@ -264,13 +290,16 @@ pub struct SettingsFlags {
         value_name = "FORMAT",
         help_heading = "Logging"
     )]
-    pub log_format: Option<LogFormat>,
+    pub format: Option<LogFormat>,
 }
 
 /// Flags of `dingtalk-exporter demo`: the exporter's settings without the DingTalk app
 /// (the demo's app is the simulator's), and how busy the demo is.
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub web: WebFlags,
+
     /// Metered calls per month the demo's exporter may make; set by default so that the
     /// budget panels have data. [default: 5000, the free edition's quota]
     #[arg(
@@ -281,12 +310,21 @@ pub struct DemoArgs {
     )]
     pub monthly_call_budget: Option<u64>,
 
+    #[command(flatten)]
+    pub dingtalk: DingTalkFlags,
+
     /// The database of the demo's tracked tasks. [default: a temporary file, removed on
     /// exit]
     // No environment twin: DINGTALK_EXPORTER_STORAGE_PATH names a real exporter's store,
     // which must never receive the demo's sample tasks.
     #[arg(long = "storage.path", value_name = "FILE", help_heading = "Storage")]
     pub storage_path: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub poll: PollFlags,
+
+    #[command(flatten)]
+    pub log: LogFlags,
 
     /// How often the demo registers a new batch of sample tasks.
     #[arg(
@@ -297,9 +335,6 @@ pub struct DemoArgs {
         help_heading = "Demo"
     )]
     pub task_interval: PromDuration,
-
-    #[command(flatten)]
-    pub settings: SettingsFlags,
 }
 
 /// Flags of `dingtalk-exporter track`: registers one task with a running exporter.

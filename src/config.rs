@@ -56,7 +56,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{DemoArgs, ExporterFlags, SettingsFlags};
+use crate::cli::{DemoArgs, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, WebFlags};
 use crate::duration::PromDuration;
 use crate::secret::Secret;
 
@@ -298,7 +298,10 @@ pub fn load_demo(args: &DemoArgs, target: DemoTarget) -> Result<Config, ConfigEr
         },
         monthly_call_budget: args.monthly_call_budget,
         storage_path: args.storage_path.clone(),
-        settings: &args.settings,
+        web: &args.web,
+        dingtalk: &args.dingtalk,
+        poll: &args.poll,
+        log: &args.log,
         defaults: Defaults {
             monthly_call_budget: DEMO_MONTHLY_CALL_BUDGET,
             storage_path: target.scratch_storage_path,
@@ -400,7 +403,10 @@ struct CommandFlags<'a> {
     app: AppSource<'a>,
     monthly_call_budget: Option<u64>,
     storage_path: Option<PathBuf>,
-    settings: &'a SettingsFlags,
+    web: &'a WebFlags,
+    dingtalk: &'a DingTalkFlags,
+    poll: &'a PollFlags,
+    log: &'a LogFlags,
     defaults: Defaults,
 }
 
@@ -411,7 +417,10 @@ impl<'a> CommandFlags<'a> {
             app: AppSource::Flags(&flags.app),
             monthly_call_budget: flags.monthly_call_budget,
             storage_path: flags.storage_path.clone(),
-            settings: &flags.settings,
+            web: &flags.web,
+            dingtalk: &flags.dingtalk,
+            poll: &flags.poll,
+            log: &flags.log,
             defaults: Defaults {
                 monthly_call_budget: DEFAULT_MONTHLY_CALL_BUDGET,
                 storage_path: PathBuf::from(DEFAULT_STORAGE_PATH),
@@ -661,12 +670,11 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
             read_config_file(&mut resolver, path).map_err(|error| ConfigErrors(vec![error]))?
         }
     };
-    let settings = flags.settings;
 
     // Web.
     let (listen_address, origin) = resolver.pick(
         LISTEN_ADDRESS,
-        settings.listen_address.clone(),
+        flags.web.listen_address.clone(),
         file.web.listen_address,
         DEFAULT_LISTEN_ADDRESS.to_string(),
     );
@@ -675,7 +683,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     }
     let (telemetry_path, origin) = resolver.pick(
         TELEMETRY_PATH,
-        settings.telemetry_path.clone(),
+        flags.web.telemetry_path.clone(),
         file.web.telemetry_path,
         DEFAULT_TELEMETRY_PATH.to_string(),
     );
@@ -684,7 +692,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     }
     let web_config_file = resolver.pick_path(
         WEB_CONFIG_FILE,
-        settings.web_config_file.clone(),
+        flags.web.config_file.clone(),
         file.web.config_file,
     );
     if let Some((path, origin)) = &web_config_file
@@ -698,7 +706,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     let api_token = resolver
         .pick_path(
             API_TOKEN_FILE,
-            settings.api_token_file.clone(),
+            flags.web.api_token_file.clone(),
             file.web.api_token_file,
         )
         .and_then(|(path, origin)| resolver.read_secret(API_TOKEN_FILE.name(origin), &path));
@@ -724,7 +732,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     };
     let (max_qps, origin) = resolver.pick(
         MAX_QPS,
-        settings.max_qps,
+        flags.dingtalk.max_qps,
         file.dingtalk.max_qps,
         DEFAULT_MAX_QPS,
     );
@@ -739,7 +747,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     );
     let picked = resolver.pick(
         TIMEOUT,
-        settings.timeout,
+        flags.dingtalk.timeout,
         file.dingtalk.timeout.map(|d| d.0),
         PromDuration(DEFAULT_TIMEOUT),
     );
@@ -761,7 +769,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     // Polling.
     let picked = resolver.pick(
         MIN_INTERVAL,
-        settings.min_interval,
+        flags.poll.min_interval,
         file.poll.min_interval.map(|d| d.0),
         PromDuration(DEFAULT_POLL_MIN_INTERVAL),
     );
@@ -769,7 +777,7 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     let min_interval = resolver.positive(MIN_INTERVAL, picked);
     let picked = resolver.pick(
         MAX_INTERVAL,
-        settings.max_interval,
+        flags.poll.max_interval,
         file.poll.max_interval.map(|d| d.0),
         PromDuration(DEFAULT_POLL_MAX_INTERVAL),
     );
@@ -789,20 +797,20 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     }
     let picked = resolver.pick(
         TASK_MAX_AGE,
-        settings.task_max_age,
+        flags.poll.task_max_age,
         file.task.max_age.map(|d| d.0),
         PromDuration(DEFAULT_TASK_MAX_AGE),
     );
     let task_max_age = resolver.positive(TASK_MAX_AGE, picked);
     let (task_retention, _) = resolver.pick(
         TASK_RETENTION,
-        settings.task_retention,
+        flags.poll.task_retention,
         file.task.retention.map(|d| d.0),
         PromDuration(DEFAULT_TASK_RETENTION),
     );
     let (tasks_max, tasks_max_origin) = resolver.pick(
         TASKS_MAX,
-        settings.tasks_max,
+        flags.poll.tasks_max,
         file.tasks_max,
         DEFAULT_TASKS_MAX,
     );
@@ -811,15 +819,10 @@ fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors> {
     }
 
     // Logging.
-    let (level, _) = resolver.pick(
-        LOG_LEVEL,
-        settings.log_level,
-        file.log.level,
-        LogLevel::Info,
-    );
+    let (level, _) = resolver.pick(LOG_LEVEL, flags.log.level, file.log.level, LogLevel::Info);
     let (format, _) = resolver.pick(
         LOG_FORMAT,
-        settings.log_format,
+        flags.log.format,
         file.log.format,
         LogFormat::Logfmt,
     );
