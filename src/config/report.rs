@@ -5,7 +5,8 @@ use std::fmt::Write;
 
 use crate::cli::ExporterFlags;
 
-use super::{CommandFlags, Origin, Resolved, resolve, warnings};
+use super::resolve::{CommandFlags, Origin, Resolved, resolve};
+use super::warnings;
 
 /// The outcome of `--config.check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
