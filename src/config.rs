@@ -47,6 +47,12 @@
 //! Having no app at all is valid (tasks are tracked and shown but never polled): a
 //! first-time user can start the exporter, register a task and look around before adding
 //! credentials. [`warnings`] says so, for the log at startup and for `--config.check`.
+//!
+//! # Layout
+//!
+//! `file` is the YAML schema as written; `resolve` merges it with the flags and the
+//! defaults section by section; `rules` holds the checks of single values; `report` words
+//! `--config.check`'s answer.
 
 mod file;
 mod report;
@@ -275,6 +281,9 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Loads the exporter's configuration from its flags and `--config.file`, validated.
+///
+/// Every call reads the config file, the secret files and the token file afresh, so a
+/// reload (which calls this again with the same flags) picks up rotated credentials.
 pub fn load(flags: &ExporterFlags) -> Result<Config, ConfigErrors> {
     resolve(&CommandFlags::exporter(flags)).map(|resolved| resolved.config)
 }

@@ -446,11 +446,20 @@ fn app_key_and_secret_come_together() {
         "--dingtalk.app-key: the app has no secret: set --dingtalk.app-secret-file or DINGTALK_APP_SECRET"
     );
     let errors = config::load(&flags(&["--dingtalk.app-secret=x"])).unwrap_err();
-    assert!(
-        errors
-            .to_string()
-            .starts_with("--dingtalk.app-key: missing"),
-        "{errors}"
+    assert_eq!(
+        errors.to_string(),
+        "--dingtalk.app-key: missing: an app secret is set but no app key"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "secret", "x\n");
+    let errors = errors_of(load_yaml(
+        dir.path(),
+        "dingtalk: {app_secret_file: secret}\n",
+        &[],
+    ));
+    assert_eq!(
+        errors.to_string(),
+        "dingtalk.app_key: missing: an app secret is set but no app key"
     );
 }
 
@@ -628,6 +637,32 @@ fn no_app_is_valid_with_a_warning() {
             .text
             .contains("warnings:\n  no DingTalk app")
     );
+}
+
+/// Valid but doubtful settings are pointed out: tasks no app polls, a QPS above DingTalk's
+/// limit, a task age past DingTalk's query window.
+#[test]
+fn warnings_point_at_likely_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "hr-secret", "hr\n");
+    let yaml = TWO_APPS.replace(
+        "task_id: '256271667527'",
+        "task_id: 5\n  - agent_id: 77\n    task_id: 6",
+    );
+    let config = load_yaml(
+        dir.path(),
+        &yaml,
+        &["--dingtalk.max-qps=25", "--task.max-age=48h"],
+    )
+    .unwrap();
+    let warnings = config::warnings(&config);
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert!(warnings[0].starts_with("static task 6 of agent 77: no app serves this agent"));
+    assert!(warnings[1].starts_with("dingtalk.max_qps 25 is above"));
+    assert!(warnings[2].starts_with("task.max_age 2d is longer than the 24 hours"));
+
+    let config = load_yaml(dir.path(), TWO_APPS, &[]).unwrap();
+    assert_eq!(config::warnings(&config), Vec::<String>::new());
 }
 
 /// The demo points the `default` app at the simulator, keeps the budget panels busy with

@@ -812,11 +812,13 @@ fn default_app(
             );
             None
         }
-        (None, Some(_)) => {
-            resolver.error(
-                APP_KEY.flag,
-                "missing: an app secret is set but no app key (DINGTALK_APP_KEY)",
-            );
+        (None, Some((_, source))) => {
+            // Name the key where the secret was given, so both end up in one place.
+            let key = match source {
+                SecretSource::File(_) if flags.app_secret_file.is_none() => APP_KEY.file,
+                _ => APP_KEY.flag,
+            };
+            resolver.error(key, "missing: an app secret is set but no app key");
             None
         }
         (Some((app_key, origin)), Some((app_secret, source))) => {
