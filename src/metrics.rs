@@ -155,7 +155,9 @@ impl Telemetry {
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         // The API series exist from the start, so rate() and alerts see a 0 before the first
         // failure instead of a missing series.
