@@ -658,3 +658,21 @@ async fn api_url_path_prefix_is_kept() {
 
     assert!(h.client.send_progress(AGENT_ID, TASK_ID).await.is_ok());
 }
+
+/// Checking credentials at start fetches a token (unmetered) and sets dingtalk_up either way.
+#[tokio::test]
+async fn authenticate_checks_credentials_without_metered_calls() {
+    let good = FakeDingTalk::with_token("tok", |_, _| progress_answer(1, 1)).await;
+    let h = harness(&good.url(), Options::default());
+    assert_eq!(h.token_refreshes(), 0);
+    assert_eq!(h.client.authenticate().await, Ok(()));
+    assert_eq!(h.up(), 1);
+    assert_eq!(h.gate.reserved(), 0);
+    assert_eq!(good.count(PROGRESS), 0);
+
+    let bad = FakeDingTalk::start(|_, _| error_answer(40089)).await;
+    let h = harness(&bad.url(), Options::default());
+    assert_eq!(dingtalk_code(h.client.authenticate().await), 40089);
+    assert_eq!(h.up(), 0);
+    assert_eq!(h.token_refresh_failures(), 1);
+}

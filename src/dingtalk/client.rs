@@ -208,6 +208,14 @@ impl DingTalkClient {
             .user_agent(concat!("dingtalk-exporter/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| format!("app {}: cannot build the HTTP client: {err}", app.name))?;
+        // The token series exist from the start, so rate() and alerts see a 0 before the
+        // first refresh instead of a missing series.
+        telemetry
+            .token_refreshes
+            .with_label_values(&[app.name.as_str()]);
+        telemetry
+            .token_refresh_failures
+            .with_label_values(&[app.name.as_str()]);
         Ok(DingTalkClient {
             app: app.name.clone(),
             api_url,
@@ -227,6 +235,15 @@ impl DingTalkClient {
     /// The app's name, the `app` label of its metrics and logs.
     pub fn app_name(&self) -> &str {
         &self.app
+    }
+
+    /// Makes sure the app has a valid access token (fetching one if needed; `gettoken` is not
+    /// metered) and sets `dingtalk_up` from the outcome: lets the exporter check an app's
+    /// credentials at start, before any task is due.
+    pub async fn authenticate(&self) -> Result<(), ApiFailure> {
+        let outcome = self.token().await.map(|_| ());
+        self.record_outcome(Api::GetToken, &outcome);
+        outcome
     }
 
     /// Until when calls are paused by an IP ban, if they are.
