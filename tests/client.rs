@@ -408,7 +408,7 @@ async fn ip_ban_pause_is_capped_and_ends() {
             Err(ApiFailure::Deferred {
                 reason: Deferral::IpBan,
                 ..
-            }) if Instant::now() < deadline => tokio::task::yield_now().await,
+            }) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
             other => break other,
         }
     };
