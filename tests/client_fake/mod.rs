@@ -286,11 +286,21 @@ impl Default for Options {
 }
 
 pub fn harness(api_url: &str, options: Options) -> Harness {
+    harness_for_app(api_url, APP_KEY, APP_SECRET, options)
+}
+
+/// A client of the app `hr-notices` with the given credentials.
+pub fn harness_for_app(
+    api_url: &str,
+    app_key: &str,
+    app_secret: &str,
+    options: Options,
+) -> Harness {
     let app = AppConfig {
         name: "hr-notices".to_string(),
         agent_id: Some(2_839_445_214),
-        app_key: APP_KEY.to_string(),
-        app_secret: Secret::new(APP_SECRET),
+        app_key: app_key.to_string(),
+        app_secret: Secret::new(app_secret),
         api_url: api_url.to_string(),
     };
     let settings = DingTalkSettings {
