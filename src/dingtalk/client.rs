@@ -433,6 +433,7 @@ impl DingTalkClient {
                 agent_id,
                 task_id,
             } => {
+                // The `api` label of the task APIs is their endpoint's name.
                 let mut url =
                     self.endpoint(&["topapi", "message", "corpconversation", api.as_str()]);
                 url.query_pairs_mut()
