@@ -56,7 +56,7 @@ pub struct ExporterFlags {
     #[command(flatten)]
     pub web: WebFlags,
 
-    /// YAML file with DingTalk apps, static tasks and any setting below; a flag given on the
+    /// YAML file with DingTalk apps, static tasks and any other setting; a flag given on the
     /// command line or through its environment variable overrides the file.
     #[arg(
         long = "config.file",
