@@ -23,6 +23,9 @@ pub struct TrackArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// File holding the bearer token the exporter's `--web.api-token-file` requires.
-    #[arg(long = "web.api-token-file", env = "DINGTALK_EXPORTER_WEB_API_TOKEN_FILE")]
+    #[arg(
+        long = "web.api-token-file",
+        env = "DINGTALK_EXPORTER_WEB_API_TOKEN_FILE"
+    )]
     pub api_token_file: Option<PathBuf>,
 }

@@ -57,6 +57,11 @@ impl Exporter {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Marks the exporter ready or not (for `/-/ready`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
     /// The `app` label of a task: the app whose credentials poll it.
     pub fn app_name(&self, agent_id: i64) -> String {
         self.config()

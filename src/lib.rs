@@ -23,4 +23,5 @@ pub mod http;
 pub mod metrics;
 pub mod secret;
 pub mod simulator;
+pub mod track;
 pub mod tracker;

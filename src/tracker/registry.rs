@@ -26,7 +26,11 @@ pub struct NewTask {
 #[derive(Debug)]
 pub enum RegisterError {
     /// The batch would take the tracked tasks past `--tasks.max`.
-    TooManyTasks { limit: usize, tracked: usize, new: usize },
+    TooManyTasks {
+        limit: usize,
+        tracked: usize,
+        new: usize,
+    },
     /// The store could not commit the batch.
     Store(StoreError),
 }
@@ -103,7 +107,9 @@ impl Tracker {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the map half-changed (every change is
         // a single insert or remove), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a batch, all or nothing, committed to the store before it returns. Returns
@@ -276,7 +282,11 @@ impl Tracker {
     pub fn count_by_state(&self) -> [(TaskState, usize); 4] {
         let inner = self.lock();
         TaskState::ALL.map(|state| {
-            let count = inner.tasks.values().filter(|task| task.state == state).count();
+            let count = inner
+                .tasks
+                .values()
+                .filter(|task| task.state == state)
+                .count();
             (state, count)
         })
     }

@@ -43,7 +43,9 @@ impl TaskState {
     }
 
     pub fn parse(text: &str) -> Option<TaskState> {
-        TaskState::ALL.into_iter().find(|state| state.as_str() == text)
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
