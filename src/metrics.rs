@@ -11,7 +11,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::clock::ms_to_seconds;
 use crate::exporter::Exporter;
 use crate::tracker::{SendStatus, Task, TaskState};
 
@@ -225,7 +224,9 @@ pub fn render_metrics_parts(exporter: &Exporter, now_ms: i64) -> Vec<String> {
 struct Family {
     name: &'static str,
     help: &'static str,
-    /// Expected bytes of one sample line, to size the buffer before rendering.
+    /// Bytes of one sample line with typical ids (10-digit agent, 12-digit task), rounded
+    /// up, to size the buffer before rendering. Erring high is cheap: reserved pages that are
+    /// never written are never touched.
     line_bytes: usize,
     /// Samples per published task when the family applies to it.
     samples_per_task: usize,
@@ -246,25 +247,25 @@ const STATUS: Family = Family {
 const INFO: Family = Family {
     name: "dingtalk_task_info",
     help: "Always 1; labels name the app whose credentials poll a tracked task and the task's name.",
-    line_bytes: 120,
+    line_bytes: 140,
     samples_per_task: 1,
 };
 const CREATED: Family = Family {
     name: "dingtalk_task_created_timestamp_seconds",
     help: "When a tracked task was registered with the exporter.",
-    line_bytes: 110,
+    line_bytes: 120,
     samples_per_task: 1,
 };
 const LAST_POLL: Family = Family {
     name: "dingtalk_task_last_poll_timestamp_seconds",
     help: "When DingTalk last answered about a tracked task. The exporter polls in the background; scrapes never call DingTalk.",
-    line_bytes: 110,
+    line_bytes: 120,
     samples_per_task: 1,
 };
 const LAST_PROGRESS_CHANGE: Family = Family {
     name: "dingtalk_task_last_progress_change_timestamp_seconds",
     help: "When a tracked task's progress or status last changed (its registration before that); a stalled delivery stops moving it.",
-    line_bytes: 120,
+    line_bytes: 135,
     samples_per_task: 1,
 };
 const LAST_ERRCODE: Family = Family {
@@ -311,7 +312,7 @@ struct TaskSeries {
     /// One buffer per entry of [`TASK_FAMILIES`]: one pass over the tasks fills them all, so
     /// every family shows the same snapshot, and each family's lines stay together.
     samples: [String; 8],
-    by_state: [u64; 4],
+    by_state: [usize; 4],
 }
 
 impl TaskSeries {
@@ -365,7 +366,7 @@ impl TaskSeries {
             summary.push_str("{state=\"");
             summary.push_str(state.as_str());
             summary.push_str("\"} ");
-            push_value(&mut summary, count as f64);
+            push_integer_value(&mut summary, count as i64);
             summary.push('\n');
         }
         let budget = config.dingtalk.monthly_call_budget;
@@ -373,7 +374,7 @@ impl TaskSeries {
             push_header(&mut summary, &MONTH_CALL_BUDGET);
             summary.push_str(MONTH_CALL_BUDGET.name);
             summary.push(' ');
-            push_value(&mut summary, budget as f64);
+            push_integer_value(&mut summary, i64::try_from(budget).unwrap_or(i64::MAX));
             summary.push('\n');
         }
         parts.push(summary);
@@ -392,52 +393,33 @@ impl TaskSeries {
             recipients,
         ] = &mut self.samples;
         if let Some(ratio) = task.progress_ratio {
-            push_sample(progress, PROGRESS_RATIO.name, key_labels, &[], ratio);
+            push_sample(
+                progress,
+                &PROGRESS_RATIO,
+                key_labels,
+                &[],
+                Sample::Ratio(ratio),
+            );
         }
         if let Some(current) = task.status {
             for candidate in SendStatus::ALL {
-                let value = if candidate == current { 1.0 } else { 0.0 };
-                push_sample(
-                    status,
-                    STATUS.name,
-                    key_labels,
-                    &[("status", candidate.as_str())],
-                    value,
-                );
+                let labels = [("status", candidate.as_str())];
+                let value = Sample::Count(i64::from(candidate == current));
+                push_sample(status, &STATUS, key_labels, &labels, value);
             }
         }
-        push_sample(
-            info,
-            INFO.name,
-            key_labels,
-            &[("app", app), ("name", &task.name)],
-            1.0,
-        );
-        push_sample(
-            created,
-            CREATED.name,
-            key_labels,
-            &[],
-            ms_to_seconds(task.created_at_ms),
-        );
+        let labels = [("app", app), ("name", task.name.as_str())];
+        push_sample(info, &INFO, key_labels, &labels, Sample::Count(1));
+        let registered = Sample::TimestampMs(task.created_at_ms);
+        push_sample(created, &CREATED, key_labels, &[], registered);
         if let Some(polled) = task.last_poll_at_ms {
-            push_sample(
-                last_poll,
-                LAST_POLL.name,
-                key_labels,
-                &[],
-                ms_to_seconds(polled),
-            );
+            let polled = Sample::TimestampMs(polled);
+            push_sample(last_poll, &LAST_POLL, key_labels, &[], polled);
         }
-        push_sample(
-            last_change,
-            LAST_PROGRESS_CHANGE.name,
-            key_labels,
-            &[],
-            ms_to_seconds(task.last_progress_change_at_ms),
-        );
+        let changed = Sample::TimestampMs(task.last_progress_change_at_ms);
+        push_sample(last_change, &LAST_PROGRESS_CHANGE, key_labels, &[], changed);
         if let Some(code) = task.last_errcode {
-            push_sample(errcode, LAST_ERRCODE.name, key_labels, &[], code as f64);
+            push_sample(errcode, &LAST_ERRCODE, key_labels, &[], Sample::Count(code));
         }
         if let Some(counts) = task.recipients {
             for (result, count) in [
@@ -447,14 +429,34 @@ impl TaskSeries {
                 ("forbidden", counts.forbidden),
                 ("invalid", counts.invalid),
             ] {
+                let count = Sample::Count(i64::try_from(count).unwrap_or(i64::MAX));
                 push_sample(
                     recipients,
-                    RECIPIENTS.name,
+                    &RECIPIENTS,
                     key_labels,
                     &[("result", result)],
-                    count as f64,
+                    count,
                 );
             }
+        }
+    }
+}
+
+/// A sample value, kept in the form it comes in so the common cases (integers and
+/// millisecond times) are formatted without floating-point conversion.
+#[derive(Clone, Copy)]
+enum Sample {
+    Ratio(f64),
+    Count(i64),
+    TimestampMs(i64),
+}
+
+impl Sample {
+    fn push_to(self, out: &mut String) {
+        match self {
+            Sample::Ratio(value) => push_value(out, value),
+            Sample::Count(count) => push_integer_value(out, count),
+            Sample::TimestampMs(ms) => push_timestamp_ms(out, ms),
         }
     }
 }
@@ -482,12 +484,12 @@ fn push_header(out: &mut String, family: &Family) {
 /// Appends `name{<key_labels>,<label>="<value>",...} <value>\n`.
 fn push_sample(
     out: &mut String,
-    name: &str,
+    family: &Family,
     key_labels: &str,
     labels: &[(&str, &str)],
-    value: f64,
+    value: Sample,
 ) {
-    out.push_str(name);
+    out.push_str(family.name);
     out.push('{');
     out.push_str(key_labels);
     for (label, label_value) in labels {
@@ -498,7 +500,7 @@ fn push_sample(
         out.push('"');
     }
     out.push_str("} ");
-    push_value(out, value);
+    value.push_to(out);
     out.push('\n');
 }
 
@@ -563,8 +565,49 @@ pub fn push_value(out: &mut String, value: f64) {
     for byte in mantissa.bytes().filter(u8::is_ascii_digit) {
         digits.push_byte(byte);
     }
-    let digits = digits.as_str();
+    push_decimal(out, negative, digits.as_str(), exponent);
+}
 
+/// Any decimal of at most 15 significant digits reads back from an f64 unchanged (DBL_DIG),
+/// so for integers below this bound their own digits are the shortest round-trip digits.
+const EXACT_DIGITS_BOUND: u64 = 1_000_000_000_000_000;
+
+/// Appends `count` as [`push_value`] would, without going through floating point.
+pub fn push_integer_value(out: &mut String, count: i64) {
+    push_scaled_integer(out, count, 0);
+}
+
+/// Appends a Unix-milliseconds time as seconds, as [`push_value`] would format
+/// `ms / 1000.0`: the digits of `ms` with the decimal point moved, no float formatting.
+pub fn push_timestamp_ms(out: &mut String, ms: i64) {
+    push_scaled_integer(out, ms, 3);
+}
+
+/// Appends `value / 10^scale` in the Go client's format.
+fn push_scaled_integer(out: &mut String, value: i64, scale: i32) {
+    let magnitude = value.unsigned_abs();
+    if magnitude >= EXACT_DIGITS_BOUND {
+        push_value(out, value as f64 / 10f64.powi(scale));
+        return;
+    }
+    if magnitude == 0 {
+        out.push('0');
+        return;
+    }
+    let mut digits = StackText::new();
+    {
+        use std::fmt::Write;
+        let _ = write!(digits, "{magnitude}");
+    }
+    let digits = digits.as_str();
+    let significant = digits.trim_end_matches('0');
+    let exponent = digits.len() as i32 - 1 - scale;
+    push_decimal(out, value < 0, significant, exponent);
+}
+
+/// Lays out the decimal `0.d1d2d3... × 10^(exponent+1)` (`digits` without leading or
+/// trailing zeros, at least one) the way Go's `%g` with shortest precision does.
+fn push_decimal(out: &mut String, negative: bool, digits: &str, exponent: i32) {
     if negative {
         out.push('-');
     }
@@ -681,6 +724,57 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(value(input), expected, "formatting {input:?}");
+        }
+    }
+
+    /// Integers and millisecond times format exactly as their float values would.
+    #[test]
+    fn integer_paths_match_float_formatting() {
+        let mut numbers = vec![
+            0i64, 1, -1, 7, 10, 40035, 99_999, 100_000, 999_999, 1_000_000,
+        ];
+        numbers.extend([
+            1_234_567,
+            10_000_000_000,
+            999_999_999_999_999,
+            1_000_000_000_000_000,
+        ]);
+        numbers.extend([
+            1_777_000_000_000,
+            1_777_000_000_123,
+            1_777_000_060_500,
+            -1_500,
+            1,
+        ]);
+        numbers.extend([i64::MAX, i64::MIN, 5, 50, 4_000, 123_456_789_012]);
+        for number in numbers {
+            let mut integer = String::new();
+            push_integer_value(&mut integer, number);
+            assert_eq!(integer, value(number as f64), "count {number}");
+            let mut timestamp = String::new();
+            push_timestamp_ms(&mut timestamp, number);
+            assert_eq!(timestamp, value(number as f64 / 1000.0), "{number} ms");
+        }
+    }
+
+    proptest::proptest! {
+        /// For any count or millisecond time, the integer paths agree with float formatting.
+        #[test]
+        fn integer_paths_agree_with_floats(number in proptest::num::i64::ANY) {
+            let mut integer = String::new();
+            push_integer_value(&mut integer, number);
+            proptest::prop_assert_eq!(integer, value(number as f64));
+            let mut timestamp = String::new();
+            push_timestamp_ms(&mut timestamp, number);
+            proptest::prop_assert_eq!(timestamp, value(number as f64 / 1000.0));
+        }
+
+        /// The same for times in the range real timestamps take (before the year 2500).
+        #[test]
+        fn timestamps_agree_with_floats(ms in 0i64..16_725_225_600_000) {
+            let mut timestamp = String::new();
+            push_timestamp_ms(&mut timestamp, ms);
+            proptest::prop_assert_eq!(timestamp, value(ms as f64 / 1000.0));
         }
     }
 
