@@ -89,7 +89,7 @@ impl Exporter {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Marks the exporter not ready, e.g. while it shuts down.
+    /// Marks the exporter ready or not (for `/-/ready`), e.g. not while it shuts down.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

@@ -25,4 +25,5 @@ pub mod metrics;
 pub mod runtime;
 pub mod secret;
 pub mod simulator;
+pub mod track;
 pub mod tracker;
