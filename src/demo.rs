@@ -72,7 +72,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     };
     let base = format!("http://{host}:{}", running.address.port());
     let telemetry_path = running.exporter.config().web.telemetry_path.clone();
-    println!("dingtalk-exporter demo: the DingTalk simulator and the exporter are running. Ctrl-C stops both.");
+    println!(
+        "dingtalk-exporter demo: the DingTalk simulator and the exporter are running. Ctrl-C stops both."
+    );
     println!("  Landing page:        {base}/");
     println!("  Metrics:             {base}{telemetry_path}");
     println!("  Task API:            {base}/api/v1/tasks");
@@ -198,7 +200,11 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
                 // An id DingTalk never issued: the exporter will be told 40035.
                 None => rng.random_range(9_000_000_000..9_999_999_999),
             };
-            let name = format!("{} notice #{}", kind.label(), round * 10 + batch.len() as u64 + 1);
+            let name = format!(
+                "{} notice #{}",
+                kind.label(),
+                round * 10 + batch.len() as u64 + 1
+            );
             batch.push(NewTask {
                 key: TaskKey {
                     agent_id: DEMO_AGENT_ID,

@@ -50,9 +50,8 @@ fn check(flags: &ExporterFlags) -> ExitCode {
 
 /// The exporter: runs until SIGTERM or Ctrl-C, reloads on SIGHUP.
 async fn run_exporter(flags: ExporterFlags) -> Result<(), String> {
-    let config = config::load(&flags).map_err(|errors| {
-        format!("invalid configuration (nothing was started):\n{errors}")
-    })?;
+    let config = config::load(&flags)
+        .map_err(|errors| format!("invalid configuration (nothing was started):\n{errors}"))?;
     logging::init(config.log).map_err(|err| format!("cannot set up logging: {err}"))?;
     for warning in config::warnings(&config) {
         tracing::warn!("{warning}");

@@ -30,9 +30,8 @@ pub struct Running {
 /// Opens the store, starts the scheduler and the HTTP server.
 pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
     let telemetry = Arc::new(Telemetry::new());
-    let store: Arc<dyn TaskStore> = Arc::new(
-        SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?,
-    );
+    let store: Arc<dyn TaskStore> =
+        Arc::new(SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?);
     let gate = Arc::new(
         MonthlyCallGate::new(
             store.clone(),
@@ -42,9 +41,8 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         )
         .map_err(|err| err.to_string())?,
     );
-    let tracker = Arc::new(
-        Tracker::open(store, config.poll.tasks_max).map_err(|err| err.to_string())?,
-    );
+    let tracker =
+        Arc::new(Tracker::open(store, config.poll.tasks_max).map_err(|err| err.to_string())?);
 
     let client_telemetry = telemetry.clone();
     let client_gate: Arc<dyn CallGate> = gate.clone();

@@ -61,7 +61,8 @@ impl ExporterProcess {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         for stream in [
-            Box::new(child.stderr.take().expect("stderr is piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr is piped"))
+                as Box<dyn std::io::Read + Send>,
             Box::new(child.stdout.take().expect("stdout is piped")),
         ] {
             let logs = logs.clone();
