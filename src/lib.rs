@@ -20,6 +20,7 @@ pub mod dingtalk;
 pub mod duration;
 pub mod exporter;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod secret;
 pub mod simulator;
