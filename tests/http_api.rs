@@ -198,6 +198,21 @@ async fn oversized_bodies_get_413() {
     assert_eq!(server.exporter.tracker().len(), 0);
 }
 
+/// A client that asks before sending an oversized body (`Expect: 100-continue`) gets the 413
+/// at once, without being invited to send it.
+#[tokio::test]
+async fn oversized_body_refused_before_it_is_sent() {
+    let server = TestServer::start(test_config()).await;
+    let head = format!(
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        server.address,
+        5 * 1024 * 1024
+    );
+    let answer = raw_exchange(server.address, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+}
+
 /// A task can be read back; an unknown one is a JSON 404; bad ids in the path are a 400.
 #[tokio::test]
 async fn get_one_task_or_404() {

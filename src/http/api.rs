@@ -39,8 +39,12 @@ pub(super) async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer:
             _ => reply::method_not_allowed("GET, HEAD, POST", true),
         };
     }
-    let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-    let (true, [agent_id, task_id]) = (rest.starts_with('/'), segments.as_slice()) else {
+    // `/{agent_id}/{task_id}`, exactly two segments.
+    let Some((agent_id, task_id)) = rest
+        .strip_prefix('/')
+        .and_then(|ids| ids.split_once('/'))
+        .filter(|(_, task_id)| !task_id.contains('/'))
+    else {
         return unknown_endpoint(path);
     };
     let key = match (
@@ -60,10 +64,11 @@ pub(super) async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer:
 }
 
 fn unknown_endpoint(path: &str) -> Answer {
+    let shown: String = path.chars().take(100).collect();
     reply::error(
         StatusCode::NOT_FOUND,
         format!(
-            "no API endpoint at {path}; the task API is {COLLECTION} (GET, POST) and {COLLECTION}/{{agent_id}}/{{task_id}} (GET, DELETE)"
+            "no API endpoint at {shown}; the task API is {COLLECTION} (GET, POST) and {COLLECTION}/{{agent_id}}/{{task_id}} (GET, DELETE)"
         ),
     )
 }

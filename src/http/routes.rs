@@ -10,13 +10,17 @@
 //!
 //! GET routes answer HEAD too (hyper leaves out the body). Unknown API paths get a JSON 404,
 //! other unknown paths a plain one; a known path with the wrong method gets 405 and `Allow`.
+//!
+//! Checks that guard every endpoint alike (the basic auth of `--web.config.file`) belong in
+//! [`handle`], before [`route`]; the bearer token of the task API's writes is checked by the
+//! write handlers themselves through [`guard_write`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{EXPECT, HeaderValue, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
@@ -43,7 +47,13 @@ const DRAIN_BUDGET: usize = 4 * MAX_BODY_BYTES;
 pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: SocketAddr) -> Answer {
     let (parts, mut body) = request.into_parts();
     let answer = route(&parts, &mut body, site, peer.ip()).await;
-    if !body.is_end_stream() {
+    // A client that sent `Expect: 100-continue` waits for our word before sending its body;
+    // reading it now would only invite a body that is refused anyway.
+    let awaits_continue = parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !body.is_end_stream() && !awaits_continue {
         reply::drain_body(&mut body, DRAIN_BUDGET, site.limits.body_read_timeout).await;
     }
     answer

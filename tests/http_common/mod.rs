@@ -1,15 +1,14 @@
-//! Shared by the HTTP and metrics tests: an in-memory task store, a test configuration, the
-//! real server on a loopback port chosen by the OS, waiting with a deadline, and a parser of
-//! the Prometheus text format.
+//! Shared by the HTTP and metrics tests: the SQLite task store in a temporary directory, a
+//! test configuration, the real server on a loopback port chosen by the OS, waiting with a
+//! deadline, and a parser of the Prometheus text format.
 #![allow(dead_code)]
 
 pub mod exposition;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dingtalk_exporter::config::{
@@ -20,19 +19,32 @@ use dingtalk_exporter::exporter::{ConfigSource, Exporter};
 use dingtalk_exporter::http::{ServerLimits, serve_with_limits};
 use dingtalk_exporter::metrics::Telemetry;
 use dingtalk_exporter::secret::Secret;
+use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore, Tracker};
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A task store in memory, with a switch that makes every write fail.
-#[derive(Default)]
-pub struct MemoryStore {
-    tasks: Mutex<HashMap<TaskKey, Task>>,
-    months: Mutex<HashMap<String, u64>>,
+/// The real SQLite store in a temporary directory, with a switch that makes every write
+/// fail as a full or broken disk would.
+pub struct TestStore {
+    sqlite: SqliteStore,
     pub fail_writes: AtomicBool,
+    _dir: TempDir,
 }
 
-impl MemoryStore {
+impl TestStore {
+    pub fn new() -> TestStore {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let sqlite =
+            SqliteStore::open(&dir.path().join("dingtalk-exporter.db")).expect("the store opens");
+        TestStore {
+            sqlite,
+            fail_writes: AtomicBool::new(false),
+            _dir: dir,
+        }
+    }
+
     fn check_writable(&self) -> Result<(), StoreError> {
         if self.fail_writes.load(Ordering::SeqCst) {
             Err(StoreError(
@@ -44,50 +56,42 @@ impl MemoryStore {
     }
 }
 
-impl TaskStore for MemoryStore {
+impl TaskStore for TestStore {
     fn insert_new(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError> {
         self.check_writable()?;
-        let mut stored = self.tasks.lock().unwrap();
-        Ok(tasks
-            .iter()
-            .map(|task| match stored.entry(task.key) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(task.clone());
-                    true
-                }
-            })
-            .collect())
+        self.sqlite.insert_new(tasks)
     }
 
     fn save(&self, tasks: &[Task]) -> Result<(), StoreError> {
         self.check_writable()?;
-        let mut stored = self.tasks.lock().unwrap();
-        for task in tasks {
-            stored.insert(task.key, task.clone());
-        }
-        Ok(())
+        self.sqlite.save(tasks)
     }
 
     fn remove(&self, key: TaskKey) -> Result<bool, StoreError> {
         self.check_writable()?;
-        Ok(self.tasks.lock().unwrap().remove(&key).is_some())
+        self.sqlite.remove(key)
     }
 
     fn load_all(&self) -> Result<Vec<Task>, StoreError> {
-        Ok(self.tasks.lock().unwrap().values().cloned().collect())
+        self.sqlite.load_all()
     }
 
     fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
-        Ok(self.months.lock().unwrap().get(month).copied().unwrap_or(0))
+        self.sqlite.month_calls(month)
     }
 
     fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
-        let mut months = self.months.lock().unwrap();
-        let total = months.entry(month.to_string()).or_default();
-        *total += calls;
-        Ok(*total)
+        self.sqlite.add_month_calls(month, calls)
+    }
+
+    fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.sqlite.exporter_state(key)
+    }
+
+    fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.sqlite.set_exporter_state(key, value)
     }
 }
 
@@ -100,7 +104,8 @@ pub fn test_config() -> Config {
             config_file: None,
             api_token: None,
         },
-        storage_path: PathBuf::from("unused-by-the-memory-store.db"),
+        // The tests hand the exporter its store; nothing opens this path.
+        storage_path: PathBuf::from("dingtalk-exporter.db"),
         dingtalk: DingTalkSettings {
             max_qps: 10,
             monthly_call_budget: 0,
@@ -130,7 +135,7 @@ pub fn test_config() -> Config {
 }
 
 /// An exporter over a fresh in-memory store; reloading gives back `config` again.
-pub fn exporter(config: Config) -> (Arc<Exporter>, Arc<MemoryStore>) {
+pub fn exporter(config: Config) -> (Arc<Exporter>, Arc<TestStore>) {
     let reloaded = config.clone();
     exporter_with_source(config, Box::new(move || Ok(reloaded.clone())))
 }
@@ -138,8 +143,8 @@ pub fn exporter(config: Config) -> (Arc<Exporter>, Arc<MemoryStore>) {
 pub fn exporter_with_source(
     config: Config,
     source: ConfigSource,
-) -> (Arc<Exporter>, Arc<MemoryStore>) {
-    let store = Arc::new(MemoryStore::default());
+) -> (Arc<Exporter>, Arc<TestStore>) {
+    let store = Arc::new(TestStore::new());
     let tracker = Tracker::open(store.clone(), config.poll.tasks_max).expect("the store opens");
     let exporter = Exporter::new(
         config,
@@ -155,7 +160,7 @@ pub struct TestServer {
     pub url: String,
     pub address: std::net::SocketAddr,
     pub exporter: Arc<Exporter>,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<TestStore>,
     shutdown: Option<oneshot::Sender<()>>,
     pub finished: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -168,7 +173,7 @@ impl TestServer {
 
     pub async fn start_exporter(
         exporter: Arc<Exporter>,
-        store: Arc<MemoryStore>,
+        store: Arc<TestStore>,
         limits: ServerLimits,
     ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
