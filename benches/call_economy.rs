@@ -133,10 +133,10 @@ fn fixed(script: &Timeline, interval_ms: i64) -> Seen {
 }
 
 fn observe(seen: &mut Seen, script: &Timeline, at: i64, previous: &mut Option<i64>, status: i64) {
-    if let Some(previous) = *previous {
-        if script.progress_at(previous).1 == 1 {
-            seen.longest_gap_ms = seen.longest_gap_ms.max(at - previous);
-        }
+    if let Some(previous) = *previous
+        && script.progress_at(previous).1 == 1
+    {
+        seen.longest_gap_ms = seen.longest_gap_ms.max(at - previous);
     }
     *previous = Some(at);
     if status == 2 && seen.completion_latency_ms.is_none() {

@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::config::{
     AppConfig, Config, DingTalkSettings, LogFormat, LogLevel, LogSettings, PollSettings,
     WebSettings,
 };
-use dingtalk_exporter::exporter::{ConfigSource, Exporter};
+use dingtalk_exporter::dingtalk::{CallGate, DeliveryApi, DingTalkClient};
+use dingtalk_exporter::exporter::{ClientFactory, ConfigSource, Exporter};
 use dingtalk_exporter::http::{ServerLimits, serve_with_limits};
 use dingtalk_exporter::metrics::Telemetry;
 use dingtalk_exporter::secret::Secret;
+use dingtalk_exporter::tracker::gate::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore, Tracker};
 use tempfile::TempDir;
@@ -146,12 +149,25 @@ pub fn exporter_with_source(
 ) -> (Arc<Exporter>, Arc<TestStore>) {
     let store = Arc::new(TestStore::new());
     let tracker = Tracker::open(store.clone(), config.poll.tasks_max).expect("the store opens");
-    let exporter = Exporter::new(
-        config,
-        Arc::new(tracker),
-        Arc::new(Telemetry::new()),
-        source,
+    let telemetry = Arc::new(Telemetry::new());
+    let gate: Arc<dyn CallGate> = Arc::new(
+        MonthlyCallGate::new(store.clone(), 0, telemetry.clone(), now_ms())
+            .expect("the gate opens"),
     );
+    let client_telemetry = telemetry.clone();
+    // The real client; these tests run no scheduler, so it is never asked to call out.
+    let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
+        let client = DingTalkClient::new(
+            app,
+            &config.dingtalk,
+            config.poll.max_interval,
+            client_telemetry.clone(),
+            gate.clone(),
+        )?;
+        Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
+    });
+    let exporter = Exporter::new(config, Arc::new(tracker), telemetry, source, factory)
+        .expect("the test config is valid");
     (Arc::new(exporter), store)
 }
 
