@@ -363,7 +363,20 @@ impl DingTalkClient {
         let api = request.api();
         self.ip_ban.check(now_ms())?;
         if api.is_metered() {
-            self.gate.reserve(now_ms())?;
+            // The reservation commits to the store (an fsync, tens of milliseconds on a busy
+            // disk): on an async worker it would stall calls that already left the limiter,
+            // bunching them up at DingTalk past --dingtalk.max-qps.
+            let gate = self.gate.clone();
+            let now = now_ms();
+            match tokio::task::spawn_blocking(move || gate.reserve(now)).await {
+                Ok(reserved) => reserved?,
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(_) => {
+                    return Err(ApiFailure::Transport(
+                        "not sent: the exporter is shutting down".to_string(),
+                    ));
+                }
+            }
         }
         self.limiter.acquire(api).await;
         // A ban may have begun while this call waited for its slot.
