@@ -19,7 +19,7 @@
 //! compression (neither side is asked for gzip), so Pushgateway is measured at its fastest.
 //!
 //! `cargo bench --bench scale`; after `--`: `--sizes 1000,10000,100000`, `--qps 10,20`,
-//! `--due-tasks 3000`, `--window-secs 30`, `--no-pushgateway`.
+//! `--due-tasks 3000`, `--window-secs 30`, `--no-pushgateway`, `--no-polling`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,10 +77,14 @@ impl Options {
                 .into_iter()
                 .map(|n| n as usize)
                 .collect(),
-            qps: list("--qps", "10,20")
-                .into_iter()
-                .map(|n| n as u32)
-                .collect(),
+            qps: if args.iter().any(|arg| arg == "--no-polling") {
+                Vec::new()
+            } else {
+                list("--qps", "10,20")
+                    .into_iter()
+                    .map(|n| n as u32)
+                    .collect()
+            },
             due_tasks: list("--due-tasks", "3000")[0] as usize,
             window: Duration::from_secs(list("--window-secs", "30")[0]),
             pushgateway: !args.iter().any(|arg| arg == "--no-pushgateway"),

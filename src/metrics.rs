@@ -5,14 +5,16 @@
 //! tasks at each scrape, so a task's series vanish by themselves when its retention ends.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use crate::dingtalk::RecipientCounts;
 use crate::exporter::Exporter;
-use crate::tracker::{SendStatus, Task, TaskState};
+use crate::tracker::{SendStatus, TaskKey, TaskState, Tracker};
 
 /// Counters and gauges about DingTalk calls, tokens, polling and the exporter itself.
 pub struct Telemetry {
@@ -224,61 +226,39 @@ pub fn render_metrics_parts(exporter: &Exporter, now_ms: i64) -> Vec<String> {
 struct Family {
     name: &'static str,
     help: &'static str,
-    /// Bytes of one sample line with typical ids (10-digit agent, 12-digit task), rounded
-    /// up, to size the buffer before rendering. Erring high is cheap: reserved pages that are
-    /// never written are never touched.
-    line_bytes: usize,
-    /// Samples per published task when the family applies to it.
-    samples_per_task: usize,
 }
 
 const PROGRESS_RATIO: Family = Family {
     name: "dingtalk_task_progress_ratio",
     help: "Delivery progress of a tracked task (progress_in_percent / 100) from DingTalk's last answer. The exporter polls DingTalk in the background; scrapes never call DingTalk.",
-    line_bytes: 90,
-    samples_per_task: 1,
 };
 const STATUS: Family = Family {
     name: "dingtalk_task_status",
     help: "DingTalk's status of a tracked task as a state set: 1 for the current status (not_started, in_progress, completed), 0 for the others. From the last background poll; scrapes never call DingTalk.",
-    line_bytes: 100,
-    samples_per_task: 3,
 };
 const INFO: Family = Family {
     name: "dingtalk_task_info",
     help: "Always 1; labels name the app whose credentials poll a tracked task and the task's name.",
-    line_bytes: 140,
-    samples_per_task: 1,
 };
 const CREATED: Family = Family {
     name: "dingtalk_task_created_timestamp_seconds",
     help: "When a tracked task was registered with the exporter.",
-    line_bytes: 120,
-    samples_per_task: 1,
 };
 const LAST_POLL: Family = Family {
     name: "dingtalk_task_last_poll_timestamp_seconds",
     help: "When DingTalk last answered about a tracked task. The exporter polls in the background; scrapes never call DingTalk.",
-    line_bytes: 120,
-    samples_per_task: 1,
 };
 const LAST_PROGRESS_CHANGE: Family = Family {
     name: "dingtalk_task_last_progress_change_timestamp_seconds",
     help: "When a tracked task's progress or status last changed (its registration before that); a stalled delivery stops moving it.",
-    line_bytes: 135,
-    samples_per_task: 1,
 };
 const LAST_ERRCODE: Family = Family {
     name: "dingtalk_task_last_errcode",
     help: "DingTalk's errcode for the last poll of a tracked task (the sub_code for 88), 0 when it succeeded.",
-    line_bytes: 90,
-    samples_per_task: 1,
 };
 const RECIPIENTS: Family = Family {
     name: "dingtalk_task_recipients",
     help: "Recipients of a finished task by result (read, unread, failed, forbidden, invalid), from DingTalk's getsendresult, fetched once in the background.",
-    line_bytes: 100,
-    samples_per_task: 5,
 };
 
 /// The task families in the order they are exposed.
@@ -296,23 +276,128 @@ const TASK_FAMILIES: [&Family; 8] = [
 const TASKS_BY_STATE: Family = Family {
     name: "dingtalk_tasks",
     help: "Tasks tracked by the exporter by state (active, completed, invalid, expired).",
-    line_bytes: 40,
-    samples_per_task: 0,
 };
 const MONTH_CALL_BUDGET: Family = Family {
     name: "dingtalk_api_month_call_budget",
     help: "The configured budget of metered DingTalk calls per calendar month (--dingtalk.monthly-call-budget).",
-    line_bytes: 40,
-    samples_per_task: 0,
 };
 
-/// The task series of one scrape, written straight as text from the tracked tasks: no
+/// What one scrape needs of one published task: copied out of the tracker under its lock,
+/// so that the text, which takes a hundred times longer to write, is written after the lock
+/// is released and polls and registrations are not held up by a scrape.
+struct TaskRow {
+    key: TaskKey,
+    /// Where the task's name sits in [`Snapshot::names`].
+    name: Range<usize>,
+    status: Option<SendStatus>,
+    progress_ratio: Option<f64>,
+    created_at_ms: i64,
+    last_poll_at_ms: Option<i64>,
+    last_progress_change_at_ms: i64,
+    last_errcode: Option<i64>,
+    recipients: Option<RecipientCounts>,
+}
+
+/// The published tasks of one scrape, and how many tasks are tracked in each state.
+struct Snapshot {
+    rows: Vec<TaskRow>,
+    /// Every name one after the other: one allocation instead of one per task.
+    names: String,
+    by_state: [usize; 4],
+}
+
+impl Snapshot {
+    /// Average bytes of a task name, to size [`Snapshot::names`] before the copy.
+    const TYPICAL_NAME_BYTES: usize = 32;
+
+    fn take(tracker: &Tracker, now_ms: i64, retention_ms: i64) -> Snapshot {
+        let expected = tracker.len();
+        let mut snapshot = Snapshot {
+            rows: Vec::with_capacity(expected),
+            names: String::with_capacity(expected * Self::TYPICAL_NAME_BYTES),
+            by_state: [0; 4],
+        };
+        tracker.for_each(|task| {
+            snapshot.by_state[state_index(task.state)] += 1;
+            if !task.is_published(now_ms, retention_ms) {
+                return;
+            }
+            let start = snapshot.names.len();
+            snapshot.names.push_str(&task.name);
+            snapshot.rows.push(TaskRow {
+                key: task.key,
+                name: start..snapshot.names.len(),
+                status: task.status,
+                progress_ratio: task.progress_ratio,
+                created_at_ms: task.created_at_ms,
+                last_poll_at_ms: task.last_poll_at_ms,
+                last_progress_change_at_ms: task.last_progress_change_at_ms,
+                last_errcode: task.last_errcode,
+                recipients: task.recipients,
+            });
+        });
+        snapshot
+    }
+
+    fn name(&self, row: &TaskRow) -> &str {
+        &self.names[row.name.clone()]
+    }
+}
+
+/// Text written in pieces that are never reallocated: the exposition is tens of megabytes
+/// at 100,000 tasks, and one growing string would copy it over and over and hold up to twice
+/// its size while doing so. Pieces start small (a family of a few tasks takes a few
+/// kilobytes) and double up to [`ChunkedText::LARGEST`]; each ends at the end of a line.
+struct ChunkedText {
+    full: Vec<String>,
+    current: String,
+}
+
+impl ChunkedText {
+    const FIRST: usize = 16 * 1024;
+    const LARGEST: usize = 256 * 1024;
+    /// Room left for the next task's lines before a new piece is started: more than the
+    /// lines of one task in one family take (the longest labels and a 256-character name,
+    /// escaped), so pieces keep their capacity. A longer line would only grow its piece.
+    const ROOM: usize = 4 * 1024;
+
+    fn new() -> ChunkedText {
+        ChunkedText {
+            full: Vec::new(),
+            current: String::new(),
+        }
+    }
+
+    /// The piece to append the next lines of one task to.
+    fn with_room(&mut self) -> &mut String {
+        if self.current.capacity() - self.current.len() < Self::ROOM {
+            let size = (2 * self.current.capacity()).clamp(Self::FIRST, Self::LARGEST);
+            let done = std::mem::replace(&mut self.current, String::with_capacity(size));
+            if !done.is_empty() {
+                self.full.push(done);
+            }
+        }
+        &mut self.current
+    }
+
+    fn is_empty(&self) -> bool {
+        self.full.is_empty() && self.current.is_empty()
+    }
+
+    fn into_pieces(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.full.push(self.current);
+        }
+        self.full
+    }
+}
+
+/// The task series of one scrape, written straight as text from the snapshot: no
 /// per-series objects, so a scrape at 100,000 tasks costs little more than the text itself.
 struct TaskSeries {
-    /// One buffer per entry of [`TASK_FAMILIES`]: one pass over the tasks fills them all, so
-    /// every family shows the same snapshot, and each family's lines stay together.
-    samples: [String; 8],
-    by_state: [usize; 4],
+    /// One text per entry of [`TASK_FAMILIES`]: one pass over the tasks fills them all, so
+    /// each family's lines stay together.
+    samples: [ChunkedText; 8],
 }
 
 impl TaskSeries {
@@ -320,35 +405,30 @@ impl TaskSeries {
         let config = exporter.config();
         let retention_ms =
             i64::try_from(config.poll.task_retention.as_millis()).unwrap_or(i64::MAX);
-        let tracker = exporter.tracker();
-        let expected_tasks = tracker.len();
+        let snapshot = Snapshot::take(exporter.tracker(), now_ms, retention_ms);
+
         let mut series = TaskSeries {
-            samples: TASK_FAMILIES.map(|family| {
-                String::with_capacity(expected_tasks * family.samples_per_task * family.line_bytes)
-            }),
-            by_state: [0; 4],
+            samples: std::array::from_fn(|_| ChunkedText::new()),
         };
         // The `app` label of an agent's tasks; there are few agents, so each is resolved once.
         let mut apps: HashMap<i64, String> = HashMap::new();
         let mut key_labels = String::with_capacity(64);
-        tracker.for_each(|task| {
-            series.by_state[state_index(task.state)] += 1;
-            if !task.is_published(now_ms, retention_ms) {
-                return;
-            }
+        for row in &snapshot.rows {
             let app = apps
-                .entry(task.key.agent_id)
-                .or_insert_with(|| exporter.app_name(task.key.agent_id));
+                .entry(row.key.agent_id)
+                .or_insert_with(|| exporter.app_name(row.key.agent_id));
             key_labels.clear();
             key_labels.push_str("agent_id=\"");
-            push_int(&mut key_labels, task.key.agent_id);
+            push_int(&mut key_labels, row.key.agent_id);
             key_labels.push_str("\",task_id=\"");
-            push_int(&mut key_labels, task.key.task_id);
+            push_int(&mut key_labels, row.key.task_id);
             key_labels.push('"');
-            series.add_task(task, app, &key_labels);
-        });
+            series.add_task(row, snapshot.name(row), app, &key_labels);
+        }
+        let by_state = snapshot.by_state;
+        drop(snapshot);
 
-        let mut parts = Vec::with_capacity(TASK_FAMILIES.len() + 1);
+        let mut parts = Vec::new();
         for (family, samples) in TASK_FAMILIES.iter().zip(series.samples) {
             if samples.is_empty() {
                 continue;
@@ -356,12 +436,12 @@ impl TaskSeries {
             let mut header = String::with_capacity(family.help.len() + 2 * family.name.len() + 24);
             push_header(&mut header, family);
             parts.push(header);
-            parts.push(samples);
+            parts.extend(samples.into_pieces());
         }
 
         let mut summary = String::with_capacity(1024);
         push_header(&mut summary, &TASKS_BY_STATE);
-        for (state, count) in TaskState::ALL.into_iter().zip(series.by_state) {
+        for (state, count) in TaskState::ALL.into_iter().zip(by_state) {
             summary.push_str(TASKS_BY_STATE.name);
             summary.push_str("{state=\"");
             summary.push_str(state.as_str());
@@ -381,7 +461,8 @@ impl TaskSeries {
         parts
     }
 
-    fn add_task(&mut self, task: &Task, app: &str, key_labels: &str) {
+    /// Appends every series of one task, each family's lines to that family's text.
+    fn add_task(&mut self, row: &TaskRow, name: &str, app: &str, key_labels: &str) {
         let [
             progress,
             status,
@@ -392,36 +473,51 @@ impl TaskSeries {
             errcode,
             recipients,
         ] = &mut self.samples;
-        if let Some(ratio) = task.progress_ratio {
+        if let Some(ratio) = row.progress_ratio {
             push_sample(
-                progress,
+                progress.with_room(),
                 &PROGRESS_RATIO,
                 key_labels,
                 &[],
                 Sample::Ratio(ratio),
             );
         }
-        if let Some(current) = task.status {
+        if let Some(current) = row.status {
+            let status = status.with_room();
             for candidate in SendStatus::ALL {
                 let labels = [("status", candidate.as_str())];
                 let value = Sample::Count(i64::from(candidate == current));
                 push_sample(status, &STATUS, key_labels, &labels, value);
             }
         }
-        let labels = [("app", app), ("name", task.name.as_str())];
-        push_sample(info, &INFO, key_labels, &labels, Sample::Count(1));
-        let registered = Sample::TimestampMs(task.created_at_ms);
-        push_sample(created, &CREATED, key_labels, &[], registered);
-        if let Some(polled) = task.last_poll_at_ms {
+        let labels = [("app", app), ("name", name)];
+        push_sample(
+            info.with_room(),
+            &INFO,
+            key_labels,
+            &labels,
+            Sample::Count(1),
+        );
+        let registered = Sample::TimestampMs(row.created_at_ms);
+        push_sample(created.with_room(), &CREATED, key_labels, &[], registered);
+        if let Some(polled) = row.last_poll_at_ms {
             let polled = Sample::TimestampMs(polled);
-            push_sample(last_poll, &LAST_POLL, key_labels, &[], polled);
+            push_sample(last_poll.with_room(), &LAST_POLL, key_labels, &[], polled);
         }
-        let changed = Sample::TimestampMs(task.last_progress_change_at_ms);
-        push_sample(last_change, &LAST_PROGRESS_CHANGE, key_labels, &[], changed);
-        if let Some(code) = task.last_errcode {
-            push_sample(errcode, &LAST_ERRCODE, key_labels, &[], Sample::Count(code));
+        let changed = Sample::TimestampMs(row.last_progress_change_at_ms);
+        push_sample(
+            last_change.with_room(),
+            &LAST_PROGRESS_CHANGE,
+            key_labels,
+            &[],
+            changed,
+        );
+        if let Some(code) = row.last_errcode {
+            let code = Sample::Count(code);
+            push_sample(errcode.with_room(), &LAST_ERRCODE, key_labels, &[], code);
         }
-        if let Some(counts) = task.recipients {
+        if let Some(counts) = row.recipients {
+            let recipients = recipients.with_room();
             for (result, count) in [
                 ("read", counts.read),
                 ("unread", counts.unread),
@@ -454,7 +550,7 @@ enum Sample {
 impl Sample {
     fn push_to(self, out: &mut String) {
         match self {
-            Sample::Ratio(value) => push_value(out, value),
+            Sample::Ratio(value) => push_ratio(out, value),
             Sample::Count(count) => push_integer_value(out, count),
             Sample::TimestampMs(ms) => push_timestamp_ms(out, ms),
         }
@@ -525,9 +621,39 @@ pub fn push_escaped_label_value(out: &mut String, value: &str) {
 }
 
 fn push_int(out: &mut String, value: i64) {
-    use std::fmt::Write;
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{value}");
+    if value < 0 {
+        out.push('-');
+    }
+    out.push_str(Digits::of(value.unsigned_abs()).as_str());
+}
+
+/// The decimal digits of a number, most significant first, written on the stack: the
+/// `core::fmt` machinery costs a fifth of a large scrape otherwise.
+struct Digits {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn of(mut value: u64) -> Digits {
+        let mut digits = Digits {
+            bytes: [b'0'; 20],
+            start: 20,
+        };
+        loop {
+            digits.start -= 1;
+            digits.bytes[digits.start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                return digits;
+            }
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or("0")
+    }
 }
 
 /// Appends a sample value formatted as Prometheus' Go client does (`strconv.FormatFloat(v,
@@ -568,6 +694,19 @@ pub fn push_value(out: &mut String, value: f64) {
     push_decimal(out, negative, digits.as_str(), exponent);
 }
 
+/// Appends a ratio as [`push_value`] would. Progress is a whole percent divided by 100 in
+/// practice, and the shortest digits of `p / 100.0` are those of `p` (no other decimal as
+/// short rounds to the same number), so it is written from the percent without float
+/// formatting.
+pub fn push_ratio(out: &mut String, ratio: f64) {
+    let percent = (ratio * 100.0).round();
+    if (0.0..=100.0).contains(&percent) && percent / 100.0 == ratio {
+        push_scaled_integer(out, percent as i64, 2);
+    } else {
+        push_value(out, ratio);
+    }
+}
+
 /// Any decimal of at most 15 significant digits reads back from an f64 unchanged (DBL_DIG),
 /// so for integers below this bound their own digits are the shortest round-trip digits.
 const EXACT_DIGITS_BOUND: u64 = 1_000_000_000_000_000;
@@ -594,11 +733,7 @@ fn push_scaled_integer(out: &mut String, value: i64, scale: i32) {
         out.push('0');
         return;
     }
-    let mut digits = StackText::new();
-    {
-        use std::fmt::Write;
-        let _ = write!(digits, "{magnitude}");
-    }
+    let digits = Digits::of(magnitude);
     let digits = digits.as_str();
     let significant = digits.trim_end_matches('0');
     let exponent = digits.len() as i32 - 1 - scale;
@@ -757,7 +892,53 @@ mod tests {
         }
     }
 
+    /// Every whole-percent progress reads exactly as float formatting would write it.
+    #[test]
+    fn whole_percent_ratios_match_float_formatting() {
+        for percent in 0..=100 {
+            let ratio = f64::from(percent) / 100.0;
+            let mut fast = String::new();
+            push_ratio(&mut fast, ratio);
+            assert_eq!(fast, value(ratio), "{percent}%");
+        }
+    }
+
+    /// The text of a family comes out whole, in pieces that each end at the end of a line
+    /// and never outgrow their capacity.
+    #[test]
+    fn chunked_text_keeps_lines_whole() {
+        let mut text = ChunkedText::new();
+        let mut expected = String::new();
+        let mut capacities = Vec::new();
+        for line in 0..40_000 {
+            let piece = text.with_room();
+            let before = piece.capacity();
+            let content = format!("line {line} {}\n", "x".repeat(line % 300));
+            piece.push_str(&content);
+            assert_eq!(piece.capacity(), before, "a piece was reallocated");
+            capacities.push(before);
+            expected.push_str(&content);
+        }
+        let pieces = text.into_pieces();
+        assert!(pieces.len() > 10);
+        assert!(pieces.iter().all(|piece| piece.ends_with('\n')));
+        assert!(
+            capacities
+                .iter()
+                .all(|&capacity| capacity <= ChunkedText::LARGEST)
+        );
+        assert_eq!(pieces.concat(), expected);
+    }
+
     proptest::proptest! {
+        /// Any ratio, a whole percent or not, formats as float formatting would.
+        #[test]
+        fn ratios_agree_with_floats(ratio in 0.0f64..=1.0) {
+            let mut fast = String::new();
+            push_ratio(&mut fast, ratio);
+            proptest::prop_assert_eq!(fast, value(ratio));
+        }
+
         /// For any count or millisecond time, the integer paths agree with float formatting.
         #[test]
         fn integer_paths_agree_with_floats(number in proptest::num::i64::ANY) {

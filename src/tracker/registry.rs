@@ -191,8 +191,9 @@ impl Tracker {
         tasks
     }
 
-    /// Calls `visit` with every tracked task under one short lock, without copying them:
-    /// what `/metrics` renders from.
+    /// Calls `visit` with every tracked task under one lock, without copying them. Polls and
+    /// registrations wait for the lock meanwhile, so `visit` should only copy out what it
+    /// needs, as `/metrics` does, and leave the slow work for after.
     pub fn for_each(&self, mut visit: impl FnMut(&Task)) {
         let inner = self.lock();
         for task in inner.tasks.values() {
