@@ -23,6 +23,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dingtalk_exporter::clock::now_ms;
@@ -199,6 +201,8 @@ struct ExporterRun {
     served: Served,
     /// Process start to `/-/ready` answering 200.
     startup: Duration,
+    /// `GET /api/v1/tasks/{agent_id}/{task_id}` while scrapes run.
+    api: Latency,
     /// Sample lines of the `dingtalk_task_*` families.
     task_series: usize,
     exposition: String,
@@ -250,6 +254,7 @@ async fn exporter_at(
     for _ in 0..scrapes_at(tasks) {
         samples.push(scrape(client, &metrics, false).await?.elapsed);
     }
+    let api = task_api_during_scrapes(client, &base, (scrapes_at(tasks) / 2).max(5)).await?;
     let rss_after = exporter.memory()?;
     drop(exporter);
 
@@ -266,9 +271,72 @@ async fn exporter_at(
             rss_peak_kib: rss_after.peak_kib,
         },
         startup,
+        api,
         task_series,
         exposition,
     })
+}
+
+/// How fast the task API answers (`GET` of one task) while scrapes run back to back: a
+/// scrape must not hold up the tracker, which registrations and polls need as well. The
+/// requests come from a thread of their own, so they are not queued behind the scrapes'.
+async fn task_api_during_scrapes(
+    client: &reqwest::Client,
+    base: &str,
+    scrapes: usize,
+) -> Result<Latency, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{base}/api/v1/tasks/{}/{FIRST_TASK_ID}", AGENTS[0]);
+    let prober = {
+        let stop = stop.clone();
+        std::thread::spawn(move || -> Result<Vec<Duration>, String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|err| format!("a tokio runtime: {err}"))?;
+            runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .map_err(|err| format!("HTTP client: {err}"))?;
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let answer = client
+                        .get(&url)
+                        .send()
+                        .await
+                        .map_err(|err| format!("GET {url}: {err}"))?;
+                    if !answer.status().is_success() {
+                        return Err(format!("GET {url}: {}", answer.status()));
+                    }
+                    answer
+                        .bytes()
+                        .await
+                        .map_err(|err| format!("GET {url}: {err}"))?;
+                    samples.push(started.elapsed());
+                }
+                Ok(samples)
+            })
+        })
+    };
+    let metrics = format!("{base}/metrics");
+    let mut scraped = Ok(());
+    for _ in 0..scrapes {
+        if let Err(why) = scrape(client, &metrics, false).await {
+            scraped = Err(why);
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let samples = prober
+        .join()
+        .map_err(|_| "the task API prober panicked".to_string())??;
+    scraped?;
+    if samples.is_empty() {
+        return Err("the task API never answered during the scrapes".to_string());
+    }
+    Ok(Latency::of(samples))
 }
 
 /// The exporter's exposition as it can be pushed: Pushgateway has `process_*` families of
@@ -796,6 +864,8 @@ async fn scrape(client: &reqwest::Client, url: &str, keep: bool) -> Result<Scrap
 struct Latency {
     median: Duration,
     p90: Duration,
+    p99: Duration,
+    max: Duration,
     samples: usize,
 }
 
@@ -809,6 +879,8 @@ impl Latency {
         Latency {
             median: rank(0.5),
             p90: rank(0.9),
+            p99: rank(0.99),
+            max: samples[samples.len() - 1],
             samples: samples.len(),
         }
     }
@@ -847,7 +919,12 @@ fn machine_description() -> String {
 }
 
 fn ms(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+    let ms = duration.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn mib(kib: u64) -> String {
@@ -867,13 +944,13 @@ fn print_report(sizes: &[SizeResult], polling: &[Polling]) {
     println!("### /metrics: exporter");
     println!();
     println!(
-        "| tasks | series | bytes | median | p90 | scrapes | RSS before scrapes | RSS after | peak RSS | start-up |"
+        "| tasks | series | bytes | median | p90 | scrapes | RSS before scrapes | RSS after | peak RSS | start-up | task API during scrapes: median / p99 / max |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for size in sizes {
         let e = &size.exporter;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |",
             size.tasks,
             e.served.series,
             megabytes(e.served.bytes),
@@ -884,6 +961,9 @@ fn print_report(sizes: &[SizeResult], polling: &[Polling]) {
             mib(e.served.rss_after_kib),
             mib(e.served.rss_peak_kib),
             ms(e.startup),
+            ms(e.api.median),
+            ms(e.api.p99),
+            ms(e.api.max),
         );
     }
 
