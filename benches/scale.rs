@@ -11,9 +11,10 @@
 //! - Pushgateway is Debian's `prometheus-pushgateway` (looked up in `PATH`), fresh for each
 //!   size, holding exactly the exporter's exposition (minus the `process_*` families, which
 //!   collide with its own) pushed with `PUT /metrics/job/bench`;
-//! - polling runs the exporter against the in-process simulator, whose per-second limit is
-//!   set to the exporter's `--dingtalk.max-qps`: a call over the limit gets errcode 90018
-//!   there, so "never above the limit" is checked by the party that enforces it.
+//! - polling runs the exporter against the simulator (`dingtalk-exporter simulate`, a process
+//!   of its own) with thousands of due tasks, the simulator's per-second limit set to the
+//!   exporter's `--dingtalk.max-qps`: a call over the limit gets errcode 90018 there, so
+//!   "never above the limit" is checked by the party that enforces it, as calls arrive.
 //!
 //! Latency is the time from sending `GET /metrics` to the last byte of the answer, without
 //! compression (neither side is asked for gzip), so Pushgateway is measured at its fastest.
@@ -29,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::dingtalk::RecipientCounts;
-use dingtalk_exporter::simulator::{
-    Behaviour, DEMO_APP_KEY, DEMO_APP_SECRET, SimConfig, Simulator, TaskSpec, Timeline,
-};
+use dingtalk_exporter::simulator::{DEMO_APP_KEY, DEMO_APP_SECRET, SimConfig, Simulator};
 use dingtalk_exporter::tracker::policy::PollMemory;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore};
@@ -555,7 +554,8 @@ struct Polling {
     window: Duration,
     /// `getsendprogress` calls the simulator accepted during the window.
     calls: u64,
-    /// Calls it answered with 90018 (over the limit) during the window and the warm-up.
+    /// Calls it answered with 90018 (over the limit), from the first call to the end of
+    /// the window.
     rejections: u64,
     cpu: Duration,
 }
@@ -573,39 +573,63 @@ async fn polling_at(
     client: &reqwest::Client,
     dir: &Path,
 ) -> Result<Polling, String> {
-    let simulator = Simulator::start(SimConfig {
-        behaviour: Behaviour {
-            qps_limit: max_qps,
-            ..Behaviour::default()
-        },
-        ..SimConfig::default()
-    })
+    // The simulator runs as a process of its own, like DingTalk: how promptly it sees the
+    // calls arrive must not depend on the benchmark's own thread being scheduled.
+    let simulator_port = free_port()?;
+    let simulator_url = format!("http://127.0.0.1:{simulator_port}");
+    let mut simulator = ChildProcess::spawn(
+        "simulator",
+        Command::new(exporter_binary()).args([
+            "simulate",
+            "--listen-address",
+            &format!("127.0.0.1:{simulator_port}"),
+            "--qps-limit",
+            &max_qps.to_string(),
+            "--seed",
+            "1",
+        ]),
+        &dir.join("simulator.log"),
+    )?;
+    wait_until_ok(
+        client,
+        &format!("{simulator_url}/_sim/stats"),
+        &mut simulator,
+    )
     .await?;
+
     // Long deliveries: every task stays in progress, and due again after each poll.
-    let timeline = Timeline {
-        duration_ms: 12 * 3_600_000,
-        ..Timeline::default()
-    };
+    let spec =
+        serde_json::json!({"agent_id": AGENTS[0], "timeline": {"duration_ms": 12 * 3_600_000}});
     let mut registrations = Vec::with_capacity(due_tasks);
-    for index in 0..due_tasks {
-        let agent_id = AGENTS[0];
-        let task_id = simulator.add_task_spec(TaskSpec {
-            agent_id,
-            task_id: None,
-            timeline: timeline.clone(),
-            age_ms: 0,
-        })?;
-        registrations.push(serde_json::json!({
-            "agent_id": agent_id,
-            "task_id": task_id,
-            "name": format!("bulk notice {index}"),
-        }));
+    while registrations.len() < due_tasks {
+        let batch = vec![spec.clone(); (due_tasks - registrations.len()).min(500)];
+        let answer = client
+            .post(format!("{simulator_url}/_sim/tasks"))
+            .json(&batch)
+            .send()
+            .await
+            .map_err(|err| format!("adding simulated tasks: {err}"))?;
+        if !answer.status().is_success() {
+            return Err(format!("adding simulated tasks: {}", answer.status()));
+        }
+        let added: Vec<serde_json::Value> = answer
+            .json()
+            .await
+            .map_err(|err| format!("adding simulated tasks: {err}"))?;
+        for task in added {
+            let index = registrations.len();
+            registrations.push(serde_json::json!({
+                "agent_id": task["agent_id"],
+                "task_id": task["task_id"],
+                "name": format!("bulk notice {index}"),
+            }));
+        }
     }
 
     let store = dir.join(format!("polling-{max_qps}.db"));
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
-    let mut command = exporter_command(port, &store, simulator.url());
+    let mut command = exporter_command(port, &store, &simulator_url);
     command.args(["--dingtalk.max-qps", &max_qps.to_string()]);
     let mut exporter = ChildProcess::spawn("exporter", &mut command, &dir.join("polling.log"))?;
     wait_until_ok(client, &format!("{base}/-/ready"), &mut exporter).await?;
@@ -620,35 +644,64 @@ async fn polling_at(
     }
 
     // Warm-up: the token is fetched and the limiter is in its steady state.
-    let accepted = |simulator: &Simulator| {
-        let stats = simulator.stats();
-        stats.calls.getsendprogress - stats.qps_rejections
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while accepted(&simulator) < 2 * u64::from(max_qps) {
+    while simulator_calls(client, &simulator_url).await?.accepted < 2 * u64::from(max_qps) {
         if Instant::now() > deadline {
             return Err("the exporter did not start polling within 30 s".to_string());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let calls_before = accepted(&simulator);
+    let before = simulator_calls(client, &simulator_url).await?;
     let cpu_before = exporter.cpu_time()?;
     let opened = Instant::now();
     // The measurement window itself: the exporter polls on its own meanwhile.
     tokio::time::sleep(window).await;
-    let calls_after = accepted(&simulator);
+    let after = simulator_calls(client, &simulator_url).await?;
     let cpu_after = exporter.cpu_time()?;
     let window = opened.elapsed();
-    let rejections = simulator.stats().qps_rejections;
     drop(exporter);
-    simulator.shutdown().await;
+    drop(simulator);
     Ok(Polling {
         max_qps,
         due_tasks,
         window,
-        calls: calls_after - calls_before,
-        rejections,
+        calls: after.accepted - before.accepted,
+        rejections: after.rejected,
         cpu: cpu_after.saturating_sub(cpu_before),
+    })
+}
+
+/// The simulator's count of `getsendprogress` calls.
+struct SimulatorCalls {
+    /// Answered normally.
+    accepted: u64,
+    /// Answered 90018: over the QPS limit.
+    rejected: u64,
+}
+
+async fn simulator_calls(
+    client: &reqwest::Client,
+    simulator_url: &str,
+) -> Result<SimulatorCalls, String> {
+    let stats: serde_json::Value = client
+        .get(format!("{simulator_url}/_sim/stats"))
+        .send()
+        .await
+        .and_then(|answer| answer.error_for_status())
+        .map_err(|err| format!("simulator stats: {err}"))?
+        .json()
+        .await
+        .map_err(|err| format!("simulator stats: {err}"))?;
+    let count = |value: &serde_json::Value| {
+        value
+            .as_u64()
+            .ok_or_else(|| format!("simulator stats without a count: {stats}"))
+    };
+    let calls = count(&stats["calls"]["getsendprogress"])?;
+    let rejected = count(&stats["qps_rejections"])?;
+    Ok(SimulatorCalls {
+        accepted: calls - rejected,
+        rejected,
     })
 }
 
