@@ -9,8 +9,8 @@
 //!   status, errcode, names; a quarter finished with recipient counts). None of them is due
 //!   during the measurement, so the exporter is idle but for the scrapes;
 //! - Pushgateway is Debian's `prometheus-pushgateway` (looked up in `PATH`), fresh for each
-//!   size, holding exactly the exporter's exposition (minus the `process_*` families, which
-//!   collide with its own) pushed with `PUT /metrics/job/bench`;
+//!   size, holding the exporter's exposition pushed with `PUT /metrics/job/bench` (all of it
+//!   but the dozen `process_*` lines, which describe the pushing process);
 //! - polling runs the exporter against the simulator (`dingtalk-exporter simulate`, a process
 //!   of its own) with thousands of due tasks, the simulator's per-second limit set to the
 //!   exporter's `--dingtalk.max-qps`: a call over the limit gets errcode 90018 there, so
@@ -338,8 +338,9 @@ async fn task_api_during_scrapes(
     Ok(Latency::of(samples))
 }
 
-/// The exporter's exposition as it can be pushed: Pushgateway has `process_*` families of
-/// its own, and refuses a push whose families would clash with them.
+/// The exporter's exposition as a job would push it: without the `process_*` families,
+/// which describe the pushing process (Pushgateway 1.5 accepts them, and serves them mixed
+/// into its own families of the same names).
 fn push_body(exposition: &str) -> String {
     exposition
         .lines()
