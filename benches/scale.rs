@@ -143,7 +143,7 @@ async fn run(options: Options) -> Result<(), String> {
                 pushgateway_at(
                     binary,
                     &push_body(&exporter.exposition),
-                    scrapes_at(tasks),
+                    pushgateway_scrapes_at(tasks),
                     &client,
                     dir.path(),
                 )
@@ -219,10 +219,13 @@ struct SizeResult {
     pushgateway: Option<PushgatewayRun>,
 }
 
-/// Scrapes per size: enough for a steady median, few enough that 100,000 tasks on
-/// Pushgateway stay within a minute or so.
-fn scrapes_at(tasks: usize) -> usize {
-    (400_000 / tasks.max(1)).clamp(9, 41)
+/// Timed scrapes of the exporter at every size: a tenth of a second each at most.
+const EXPORTER_SCRAPES: usize = 41;
+
+/// Timed scrapes of Pushgateway per size: enough for a steady median, few enough that
+/// 100,000 tasks (seconds per scrape) stay within a minute or so.
+fn pushgateway_scrapes_at(tasks: usize) -> usize {
+    (400_000 / tasks.max(1)).clamp(9, EXPORTER_SCRAPES)
 }
 
 async fn exporter_at(
@@ -250,10 +253,10 @@ async fn exporter_at(
     let exposition =
         String::from_utf8(exposition).map_err(|_| "the exposition is not UTF-8".to_string())?;
     let mut samples = Vec::new();
-    for _ in 0..scrapes_at(tasks) {
+    for _ in 0..EXPORTER_SCRAPES {
         samples.push(scrape(client, &metrics, false).await?.elapsed);
     }
-    let api = task_api_during_scrapes(client, &base, (scrapes_at(tasks) / 2).max(5)).await?;
+    let api = task_api_during_scrapes(client, &base, EXPORTER_SCRAPES / 4).await?;
     let rss_after = exporter.memory()?;
     drop(exporter);
 
@@ -1118,8 +1121,15 @@ fn print_report(sizes: &[SizeResult], polling: &[Polling]) {
             b.task_series as f64 / last.tasks as f64,
             per_task(a.served.bytes as f64, b.served.bytes as f64),
         );
+        for size in sizes {
+            println!(
+                "- scrape time at {} tasks: {:.2} µs per task (median)",
+                size.tasks,
+                size.exporter.served.latency.median.as_secs_f64() * 1e6 / size.tasks as f64,
+            );
+        }
         println!(
-            "- scrape time: {:.2} µs per task (median)",
+            "- scrape time: {:.2} µs per additional task (median)",
             per_task(
                 a.served.latency.median.as_secs_f64(),
                 b.served.latency.median.as_secs_f64()
