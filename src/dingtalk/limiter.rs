@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::Api;
 
-/// The strict window: any `max_qps + 1` calls leave more than this apart. The 20 ms beyond
+/// The strict window: any `max_qps + 1` calls leave at least this far apart. The 20 ms beyond
 /// DingTalk's second absorb differences in how long calls take to reach DingTalk (the first
 /// of a window slower than the last).
 pub const WINDOW: Duration = Duration::from_millis(1_020);
