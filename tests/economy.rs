@@ -5,8 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ExporterProcess, eventually, get_text, sample, temp_db};
-use dingtalk_exporter::simulator::{Behaviour, SimApp, SimConfig, Simulator, Timeline};
+use common::{
+    ExporterProcess, eventually, exporter_against, get_text, metric, start_simulator, temp_db,
+};
+use dingtalk_exporter::simulator::{Behaviour, Simulator, Timeline};
 
 const SECRET: &str = "economy-secret";
 const APP_KEY: &str = "dingeconomy";
@@ -14,32 +16,16 @@ const AGENT: i64 = 77;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn simulator(behaviour: Behaviour) -> Simulator {
-    Simulator::start(SimConfig {
-        apps: vec![SimApp::new(APP_KEY, SECRET)],
-        behaviour,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
+    start_simulator(APP_KEY, SECRET, behaviour).await
 }
 
 fn exporter(sim: &Simulator, db: &str, extra: &[&str]) -> ExporterProcess {
-    let mut args = vec![
-        "--dingtalk.api-url",
-        sim.url(),
-        "--dingtalk.app-key",
-        APP_KEY,
-        "--storage.path",
-        db,
-        "--poll.min-interval",
-        "100ms",
-        "--poll.max-interval",
-        "1s",
-        "--dingtalk.max-qps",
-        "20",
+    let flags = [
+        ("--poll.min-interval", "100ms"),
+        ("--poll.max-interval", "1s"),
+        ("--dingtalk.max-qps", "20"),
     ];
-    args.extend_from_slice(extra);
-    ExporterProcess::start(&args, &[("DINGTALK_APP_SECRET", SECRET)])
+    exporter_against(sim, (APP_KEY, SECRET), db, &flags, extra)
 }
 
 async fn register_stalled(sim: &Simulator, exporter: &ExporterProcess, count: usize) -> Vec<i64> {
@@ -59,10 +45,6 @@ async fn register_stalled(sim: &Simulator, exporter: &ExporterProcess, count: us
         .status();
     assert_eq!(status, 201);
     tasks
-}
-
-async fn metric(exporter: &ExporterProcess, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    sample(&get_text(&exporter.url("/metrics")).await?, name, labels)
 }
 
 /// Watches `count` for `window` and returns its largest value: for checking that something

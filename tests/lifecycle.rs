@@ -8,8 +8,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ExporterProcess, binary, eventually, get_text, sample, temp_db};
-use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator, Timeline};
+use common::{
+    ExporterProcess, binary, eventually, exporter_against, get_text, sample, start_simulator,
+    temp_db,
+};
+use dingtalk_exporter::simulator::{Behaviour, Simulator, Timeline};
 
 const SECRET: &str = "lifecycle-secret";
 const APP_KEY: &str = "dinglifecycle";
@@ -17,36 +20,19 @@ const AGENT: i64 = 31;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn simulator() -> Simulator {
-    Simulator::start(SimConfig {
-        apps: vec![SimApp::new(APP_KEY, SECRET)],
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
+    start_simulator(APP_KEY, SECRET, Behaviour::default()).await
 }
 
 fn exporter(sim: &Simulator, db: &str, extra: &[&str]) -> ExporterProcess {
-    let mut args = vec![
-        "--dingtalk.api-url",
-        sim.url(),
-        "--dingtalk.app-key",
-        APP_KEY,
-        "--storage.path",
-        db,
-        "--poll.min-interval",
-        "100ms",
-        "--poll.max-interval",
-        "500ms",
+    let flags = [
+        ("--poll.min-interval", "100ms"),
+        ("--poll.max-interval", "500ms"),
     ];
-    args.extend_from_slice(extra);
-    ExporterProcess::start(&args, &[("DINGTALK_APP_SECRET", SECRET)])
+    exporter_against(sim, (APP_KEY, SECRET), db, &flags, extra)
 }
 
 async fn task_json(exporter: &ExporterProcess, task_id: i64) -> Option<serde_json::Value> {
-    serde_json::from_str(
-        &get_text(&exporter.url(&format!("/api/v1/tasks/{AGENT}/{task_id}"))).await?,
-    )
-    .ok()
+    common::task_json(exporter, AGENT, task_id).await
 }
 
 /// Tasks listed in the config file are tracked from the start, and ones added to the file
