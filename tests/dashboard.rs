@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use dashboard_support::{
     BUILTIN_VARIABLES, SYNTHETIC_SERIES, all_panels, family_of, is_row, load_dashboard,
-    panel_queries, parse_promql, read_golden_families, selector_metric_name, shared_path,
-    substitute_variables, vector_selectors, walk,
+    panel_queries, parse_promql, read_golden_families, readme_anchors, selector_metric_name,
+    shared_path, substitute_variables, vector_selectors, walk,
 };
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
@@ -749,4 +749,23 @@ fn field_overrides_match_the_fields_they_style() {
         }
     }
     assert_no_problems("dangling overrides", problems);
+}
+
+/// The dashboard's links to the README land on a heading that exists.
+#[test]
+fn dashboard_links_point_at_readme_sections() {
+    let dashboard = load_dashboard();
+    let anchors = readme_anchors();
+    let links: Vec<&str> = dashboard["links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|link| link["url"].as_str())
+        .filter(|url| url.contains("/README.md#"))
+        .collect();
+    assert!(!links.is_empty(), "the dashboard lost its runbook link");
+    for url in links {
+        let (_, anchor) = url.rsplit_once('#').expect("an anchor");
+        assert!(anchors.contains(anchor), "{url}: no such README heading");
+    }
 }

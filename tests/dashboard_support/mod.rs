@@ -5,7 +5,7 @@
 //! Each test crate uses its own part of this module, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use promql_parser::parser::{Expr, VectorSelector};
@@ -271,6 +271,40 @@ pub fn family_of<'a>(series: &str, families: &'a BTreeMap<String, String>) -> Op
     })
 }
 
+/// GitHub's anchor for a Markdown heading: lowercase, spaces to dashes, punctuation dropped.
+pub fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of the README's headings. The mixin's sections may still sit in the draft
+/// `README.mixin.md` beside it, so both are read.
+pub fn readme_anchors() -> BTreeSet<String> {
+    let mut anchors = BTreeSet::new();
+    let mut read_any = false;
+    for file in ["README.md", "README.mixin.md"] {
+        let Ok(text) = std::fs::read_to_string(repo_path(file)) else {
+            continue;
+        };
+        read_any = true;
+        for line in text.lines() {
+            if let Some(heading) = line.strip_prefix('#') {
+                anchors.insert(github_anchor(heading.trim_start_matches('#')));
+            }
+        }
+    }
+    assert!(read_any, "no README to hold the runbooks");
+    anchors
+}
+
 /// An executable of that name in `PATH`.
 pub fn find_in_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -297,9 +331,12 @@ pub fn prometheus_binary(name: &str) -> Option<PathBuf> {
              (Debian: apt-get install prometheus)"
         );
     }
-    eprintln!(
-        "note: skipping, `{name}` is not in PATH (Debian: apt-get install prometheus; \
-         set {REQUIRE_PROMETHEUS_ENV}=1 to make this a failure)"
+    // Written to the process's stderr directly: the test harness captures eprintln!, and a
+    // skip nobody sees looks like a pass.
+    let note = format!(
+        "note: skipping a test, `{name}` is not in PATH (Debian: apt-get install prometheus; \
+         set {REQUIRE_PROMETHEUS_ENV}=1 to make this a failure)\n"
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
     None
 }
