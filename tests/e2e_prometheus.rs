@@ -42,7 +42,7 @@ const VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// How long the demo may take to print its URLs, and Prometheus to listen.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the demo has to expose every metric family, and every panel to get data.
 const DATA_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_PAUSE: Duration = Duration::from_millis(500);
@@ -87,7 +87,8 @@ impl Process {
         }
     }
 
-    /// Waits for a printed line that `parse` accepts, failing if the process exits first.
+    /// Waits for a printed line that `parse` accepts, failing if the process exits first
+    /// (both its output streams close).
     fn wait_for_line<T>(&mut self, what: &str, parse: impl Fn(&str) -> Option<T>) -> T {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -98,14 +99,15 @@ impl Process {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before printing {what}:\n{}",
-                    self.name,
-                    self.recent_output()
-                );
+                // Both output streams closed: the process is exiting.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().expect("wait for the process");
+                    panic!(
+                        "{} exited ({status}) before printing {what}:\n{}",
+                        self.name,
+                        self.recent_output()
+                    );
+                }
             }
         }
         panic!(
@@ -165,6 +167,11 @@ fn prometheus_address(line: &str) -> Option<String> {
     Some(rest.split_whitespace().next()?.to_string())
 }
 
+/// A YAML single-quoted string (the clone's path may hold spaces or colons).
+fn yaml_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 fn start_demo(dir: &Path) -> (Process, Url) {
     let mut demo = Process::spawn(
         "dingtalk-exporter demo",
@@ -186,9 +193,10 @@ fn start_prometheus(binary: &Path, dir: &Path, target: &Url) -> (Process, Url) {
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: {JOB}\n    metrics_path: {path}\n    static_configs:\n      - targets: ['{host}:{port}']\n",
-        rules = rules_path().display(),
-        path = target.path(),
+         scrape_configs:\n  - job_name: {JOB}\n    metrics_path: {path}\n    static_configs:\n      - targets: [{target}]\n",
+        rules = yaml_string(&rules_path().display().to_string()),
+        path = yaml_string(target.path()),
+        target = yaml_string(&format!("{host}:{port}")),
     );
     let config_path = dir.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("write prometheus.yml");
