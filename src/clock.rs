@@ -23,12 +23,15 @@ fn shanghai() -> FixedOffset {
 
 /// The quota month a moment falls in, as `YYYY-MM` in Asia/Shanghai.
 pub fn quota_month(now_ms: i64) -> String {
-    let local = shanghai().timestamp_millis_opt(now_ms).single().unwrap_or_else(|| {
-        shanghai()
-            .timestamp_millis_opt(0)
-            .single()
-            .expect("the epoch is representable")
-    });
+    let local = shanghai()
+        .timestamp_millis_opt(now_ms)
+        .single()
+        .unwrap_or_else(|| {
+            shanghai()
+                .timestamp_millis_opt(0)
+                .single()
+                .expect("the epoch is representable")
+        });
     format!("{:04}-{:02}", local.year(), local.month())
 }
 

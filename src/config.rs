@@ -3,15 +3,102 @@
 //!
 //! A config is always validated completely before it is used or swapped in on reload, so a
 //! broken file changes nothing.
+//!
+//! # Precedence
+//!
+//! For every setting: a flag given on the command line or through its environment twin;
+//! else the config file; else the default (the `DEFAULT_*` constants below, which
+//! `interface.md` and `--help` repeat).
+//!
+//! # The config file
+//!
+//! ```yaml
+//! web:      {listen_address: ":10050", telemetry_path: /metrics,
+//!            config_file: web.yml, api_token_file: api-token}
+//! dingtalk: {api_url: "https://oapi.dingtalk.com", app_key: dingabc, app_secret_file: secret,
+//!            max_qps: 10, monthly_call_budget: 5000, timeout: 10s}
+//! storage:  {path: dingtalk-exporter.db}
+//! poll:     {min_interval: 5s, max_interval: 5m}
+//! task:     {max_age: 24h, retention: 1h}
+//! tasks_max: 10000
+//! log:      {level: info, format: logfmt}
+//! apps:
+//!   - {name: hr-notices, agent_id: 2839445214, app_key: dingabc123,
+//!      app_secret_file: /run/secrets/dingtalk-hr, api_url: "https://oapi.dingtalk.com"}
+//! tasks:
+//!   - {agent_id: 2839445214, task_id: 256271667526, name: payroll notice May}
+//! ```
+//!
+//! Each flag lives under its dotted name's sections (`--poll.min-interval` is
+//! `poll.min_interval`), except `--tasks.max`: its section name is taken by the list of
+//! static tasks, so it is the top-level `tasks_max`. `dingtalk.app_key` and
+//! `dingtalk.app_secret_file` configure the `default` app like the flags do, and
+//! `dingtalk.api_url` is also the API of every app without an `api_url` of its own.
+//! Relative paths in the file are relative to the file's directory (as in Prometheus);
+//! relative paths in flags are relative to the working directory.
+//!
+//! # Validation
+//!
+//! [`ConfigErrors`] lists every problem at once, each naming the key as the user wrote it:
+//! the flag (`--poll.min-interval`) when the value came from a flag, the file's key
+//! (`apps[1].agent_id`) when it came from the file. Only a file that does not parse at all
+//! stops at its first error (it still names the key and the line).
+//!
+//! Having no app at all is valid (tasks are tracked and shown but never polled): a
+//! first-time user can start the exporter, register a task and look around before adding
+//! credentials. [`warnings`] says so, for the log at startup and for `--config.check`.
+//!
+//! # Layout
+//!
+//! `file` is the YAML schema as written; `resolve` merges it with the flags and the
+//! defaults section by section; `rules` holds the checks of single values; `report` words
+//! `--config.check`'s answer.
 
+mod file;
+mod report;
+mod resolve;
+mod rules;
+
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::{DemoArgs, ExporterFlags};
+use crate::duration::PromDuration;
 use crate::secret::Secret;
+
+pub use report::{CheckReport, check};
+pub use rules::check_task_name;
+
+use resolve::{AppSource, CommandFlags, Defaults, resolve};
 
 /// The name of the app configured by the `--dingtalk.*` flags; it serves every task whose
 /// `agent_id` matches no app of the config file.
 pub const DEFAULT_APP: &str = "default";
+
+/// The `app` label the exporter gives tasks no app serves; no configured app may take it.
+pub const UNCONFIGURED_APP: &str = "unconfigured";
+
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":10050";
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
+pub const DEFAULT_API_URL: &str = "https://oapi.dingtalk.com";
+pub const DEFAULT_MAX_QPS: u32 = 10;
+pub const DEFAULT_MONTHLY_CALL_BUDGET: u64 = 0;
+/// The demo's budget: the free edition's monthly quota, so the budget panels have data.
+pub const DEMO_MONTHLY_CALL_BUDGET: u64 = 5000;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_STORAGE_PATH: &str = "dingtalk-exporter.db";
+pub const DEFAULT_POLL_MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_POLL_MAX_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_TASK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TASK_RETENTION: Duration = Duration::from_secs(3600);
+pub const DEFAULT_TASKS_MAX: usize = 10_000;
+
+/// The longest task name, as for registrations through the API.
+pub const MAX_TASK_NAME_CHARS: usize = 256;
+
+/// DingTalk's per-app per-API QPS limit on the free edition.
+const DINGTALK_FREE_QPS: u32 = 20;
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -79,7 +166,8 @@ pub struct StaticTask {
     pub name: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,
     Info,
@@ -87,7 +175,8 @@ pub enum LogLevel {
     Error,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Logfmt,
     Json,
@@ -108,4 +197,168 @@ impl Config {
             .find(|app| app.agent_id == Some(agent_id))
             .or_else(|| self.apps.iter().find(|app| app.agent_id.is_none()))
     }
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Logfmt => "logfmt",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: LogLevel::Info,
+            format: LogFormat::Logfmt,
+        }
+    }
+}
+
+/// One problem with the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag (`--poll.min-interval`) or file key (`apps[1].agent_id`) at fault.
+    pub key: String,
+    /// What is wrong, in words the operator can act on. Never holds a secret.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+/// Every problem found, in the order of the flags and the file. Displays one per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The problems with this key (exactly as [`ConfigError::key`]).
+    pub fn for_key(&self, key: &str) -> Vec<&ConfigError> {
+        self.0.iter().filter(|error| error.key == key).collect()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the exporter's configuration from its flags and `--config.file`, validated.
+///
+/// Every call reads the config file, the secret files and the token file afresh, so a
+/// reload (which calls this again with the same flags) picks up rotated credentials.
+pub fn load(flags: &ExporterFlags) -> Result<Config, ConfigErrors> {
+    resolve(&CommandFlags::exporter(flags)).map(|resolved| resolved.config)
+}
+
+/// Where the demo's exporter finds DingTalk: the simulator it started.
+#[derive(Clone, Debug)]
+pub struct DemoTarget {
+    /// The simulator's base URL.
+    pub api_url: String,
+    pub app_key: String,
+    pub app_secret: Secret,
+    /// The store to use when `--storage.path` is not given (the demo's temporary file).
+    pub scratch_storage_path: PathBuf,
+}
+
+/// Loads the demo's configuration: its flags, with the `default` app pointing at the
+/// simulator. The demo reads no config file.
+pub fn load_demo(args: &DemoArgs, target: DemoTarget) -> Result<Config, ConfigErrors> {
+    let flags = CommandFlags {
+        config_file: None,
+        app: AppSource::Given {
+            api_url: target.api_url,
+            app_key: target.app_key,
+            app_secret: target.app_secret,
+        },
+        monthly_call_budget: args.monthly_call_budget,
+        storage_path: args.storage_path.clone(),
+        web: &args.web,
+        dingtalk: &args.dingtalk,
+        poll: &args.poll,
+        log: &args.log,
+        defaults: Defaults {
+            monthly_call_budget: DEMO_MONTHLY_CALL_BUDGET,
+            storage_path: target.scratch_storage_path,
+        },
+    };
+    resolve(&flags).map(|resolved| resolved.config)
+}
+
+/// Things that are valid but probably not what the operator wants, worded for the log at
+/// startup (and shown by `--config.check`).
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.apps.is_empty() {
+        warnings.push(
+            "no DingTalk app is configured: tasks are tracked but never polled; set \
+             --dingtalk.app-key with --dingtalk.app-secret-file (or DINGTALK_APP_SECRET), \
+             or list apps in --config.file"
+                .to_string(),
+        );
+    } else {
+        for task in &config.static_tasks {
+            if config.app_for_agent(task.agent_id).is_none() {
+                warnings.push(format!(
+                    "static task {} of agent {}: no app serves this agent and there is no \
+                     default app, so it is never polled",
+                    task.task_id, task.agent_id
+                ));
+            }
+        }
+    }
+    if config.dingtalk.max_qps > DINGTALK_FREE_QPS {
+        warnings.push(format!(
+            "dingtalk.max_qps {} is above DingTalk's free-edition limit of {DINGTALK_FREE_QPS} \
+             calls per second per API; expect throttling (errcode 90018) unless your edition \
+             allows more",
+            config.dingtalk.max_qps
+        ));
+    }
+    if config.poll.task_max_age > DEFAULT_TASK_MAX_AGE {
+        warnings.push(format!(
+            "task.max_age {} is longer than the 24 hours DingTalk documents answers for; \
+             older tasks may be answered with 40035 and end as invalid",
+            PromDuration(config.poll.task_max_age)
+        ));
+    }
+    warnings
 }

@@ -1,1 +1,222 @@
-//! The demo (being written).
+//! `dingtalk-exporter demo`: the whole thing on one machine with no DingTalk account.
+//!
+//! Starts the simulator on loopback, the exporter against it, and keeps registering sample
+//! tasks of every kind (fast, slow, stalled, waiting to start, never starting, too large for
+//! `getsendresult`, unknown to DingTalk), so that every metric and every dashboard panel
+//! has data. A small share of the simulator's answers are faults (busy, a gateway's 502,
+//! truncated JSON) and its tokens live ten minutes, so the error and token panels move too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::cli::DemoArgs;
+use crate::clock::now_ms;
+use crate::config::{self, DemoTarget};
+use crate::runtime;
+use crate::secret::Secret;
+use crate::simulator::{
+    Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, FaultConfig, FaultKind, SimConfig,
+    Simulator, Timeline,
+};
+use crate::tracker::{NewTask, TaskKey, Tracker};
+
+/// Share of the simulator's answers that are faults during the demo.
+const DEMO_FAULT_PROBABILITY: f64 = 0.02;
+
+/// The demo simulator's token lifetime: short, so token refreshes show on the dashboard.
+const DEMO_TOKEN_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run(args: DemoArgs) -> Result<(), String> {
+    let simulator = Simulator::start(SimConfig {
+        behaviour: Behaviour {
+            token_lifetime_ms: DEMO_TOKEN_LIFETIME_MS,
+            ..Behaviour::default()
+        },
+        faults: FaultConfig {
+            probability: DEMO_FAULT_PROBABILITY,
+            kinds: vec![FaultKind::Busy, FaultKind::Html502, FaultKind::Truncated],
+            ..FaultConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await?;
+
+    // The demo's store is a scratch file unless --storage.path names one.
+    let scratch = tempfile::tempdir()
+        .map_err(|err| format!("cannot create the demo's scratch directory: {err}"))?;
+    let target = DemoTarget {
+        api_url: simulator.url().to_string(),
+        app_key: DEMO_APP_KEY.to_string(),
+        app_secret: Secret::new(DEMO_APP_SECRET),
+        scratch_storage_path: scratch.path().join("demo.db"),
+    };
+    let config = config::load_demo(&args, target.clone()).map_err(|err| err.to_string())?;
+    // Another subscriber may already be installed (tests run the demo in-process).
+    let _ = crate::logging::init(config.log);
+
+    let reload_args = args.clone();
+    let source = Box::new(move || {
+        config::load_demo(&reload_args, target.clone()).map_err(|err| err.to_string())
+    });
+    let running = runtime::start(config, source).await?;
+    runtime::reload_on_sighup(running.exporter.clone());
+
+    let host = match running.address.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let base = format!("http://{host}:{}", running.address.port());
+    let telemetry_path = running.exporter.config().web.telemetry_path.clone();
+    println!(
+        "dingtalk-exporter demo: the DingTalk simulator and the exporter are running. Ctrl-C stops both."
+    );
+    println!("  Landing page:        {base}/");
+    println!("  Metrics:             {base}{telemetry_path}");
+    println!("  Task API:            {base}/api/v1/tasks");
+    println!("  DingTalk simulator:  {}/_sim/stats", simulator.url());
+
+    let simulator = Arc::new(simulator);
+    let feeder = tokio::spawn(feed_sample_tasks(
+        simulator.clone(),
+        running.exporter.tracker().clone(),
+        args.task_interval.0,
+    ));
+
+    runtime::termination().await;
+    feeder.abort();
+    running.stop().await;
+    drop(scratch);
+    Ok(())
+}
+
+/// The kinds of sample task, each with how the simulator plays it.
+fn sample(kind: SampleKind, rng: &mut StdRng) -> Option<Timeline> {
+    let seed = rng.random();
+    let timeline = match kind {
+        SampleKind::Fast => Timeline {
+            duration_ms: rng.random_range(20_000..60_000),
+            recipients: 20,
+            read: 12,
+            failed: 1,
+            forbidden: 1,
+            invalid: 1,
+            ..Timeline::default()
+        },
+        SampleKind::Slow => Timeline {
+            duration_ms: rng.random_range(10 * 60_000..30 * 60_000),
+            recipients: 80,
+            read: 50,
+            failed: 3,
+            forbidden: 2,
+            invalid: 2,
+            ..Timeline::default()
+        },
+        SampleKind::Stalled => Timeline {
+            duration_ms: 120_000,
+            stall_at_percent: Some(rng.random_range(20..70) as f64),
+            ..Timeline::default()
+        },
+        SampleKind::DelayedStart => Timeline {
+            start_delay_ms: rng.random_range(60_000..180_000),
+            duration_ms: 90_000,
+            ..Timeline::default()
+        },
+        SampleKind::NeverStarting => Timeline::never_starting(),
+        // More than 100 recipients: DingTalk refuses getsendresult for it.
+        SampleKind::Large => Timeline {
+            duration_ms: 90_000,
+            ..Timeline::default()
+        }
+        .with_recipients(400),
+        SampleKind::Invalid => return None,
+    };
+    Some(Timeline { seed, ..timeline })
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SampleKind {
+    Fast,
+    Slow,
+    Stalled,
+    DelayedStart,
+    NeverStarting,
+    Large,
+    Invalid,
+}
+
+impl SampleKind {
+    fn label(self) -> &'static str {
+        match self {
+            SampleKind::Fast => "fast",
+            SampleKind::Slow => "slow",
+            SampleKind::Stalled => "stalled",
+            SampleKind::DelayedStart => "delayed start",
+            SampleKind::NeverStarting => "never starting",
+            SampleKind::Large => "large",
+            SampleKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// Registers one of every kind at once, then a couple of random ones every `interval`.
+async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, interval: Duration) {
+    let mut rng = StdRng::seed_from_u64(now_ms() as u64);
+    let everything = [
+        SampleKind::Fast,
+        SampleKind::Slow,
+        SampleKind::Stalled,
+        SampleKind::DelayedStart,
+        SampleKind::NeverStarting,
+        SampleKind::Large,
+        SampleKind::Invalid,
+    ];
+    let recurring = [
+        SampleKind::Fast,
+        SampleKind::Fast,
+        SampleKind::Slow,
+        SampleKind::Stalled,
+        SampleKind::DelayedStart,
+        SampleKind::Large,
+        SampleKind::Invalid,
+    ];
+    let mut round = 0u64;
+    loop {
+        let kinds: Vec<SampleKind> = if round == 0 {
+            everything.to_vec()
+        } else {
+            (0..2)
+                .map(|_| recurring[rng.random_range(0..recurring.len())])
+                .collect()
+        };
+        let mut batch = Vec::new();
+        for kind in kinds {
+            let task_id = match sample(kind, &mut rng) {
+                Some(timeline) => simulator.add_task(DEMO_AGENT_ID, timeline),
+                // An id DingTalk never issued: the exporter will be told 40035.
+                None => rng.random_range(9_000_000_000..9_999_999_999),
+            };
+            let name = format!(
+                "{} notice #{}",
+                kind.label(),
+                round * 10 + batch.len() as u64 + 1
+            );
+            batch.push(NewTask {
+                key: TaskKey {
+                    agent_id: DEMO_AGENT_ID,
+                    task_id,
+                },
+                name,
+            });
+        }
+        if let Err(err) = tracker.register(batch, now_ms()).await {
+            tracing::warn!(error = %err, "the demo could not register sample tasks");
+        }
+        round += 1;
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -145,6 +145,9 @@ mod tests {
     #[test]
     fn prints_in_prometheus_form() {
         assert_eq!(PromDuration(Duration::from_secs(5400)).to_string(), "1h30m");
-        assert_eq!(PromDuration(Duration::from_millis(1500)).to_string(), "1s500ms");
+        assert_eq!(
+            PromDuration(Duration::from_millis(1500)).to_string(),
+            "1s500ms"
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! The running exporter: its live configuration, the tracked tasks, the DingTalk clients of
 //! its apps and its telemetry, shared by the scheduler and the HTTP server.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
+use crate::config::{AppConfig, Config};
+use crate::dingtalk::DeliveryApi;
 use crate::metrics::Telemetry;
 use crate::tracker::Tracker;
 
@@ -12,36 +14,66 @@ use crate::tracker::Tracker;
 /// validates it; errors are worded for the operator.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
+/// Builds the DingTalk client of an app. The exporter uses the real HTTP client; tests can
+/// put a fake behind the same seam.
+pub type ClientFactory =
+    Box<dyn Fn(&AppConfig, &Config) -> Result<Arc<dyn DeliveryApi>, String> + Send + Sync>;
+
+/// The apps of a configuration with their clients.
+struct AppClients {
+    clients: HashMap<String, (AppConfig, Arc<dyn DeliveryApi>)>,
+}
+
 pub struct Exporter {
     config: RwLock<Arc<Config>>,
+    apps: RwLock<Arc<AppClients>>,
     tracker: Arc<Tracker>,
     telemetry: Arc<Telemetry>,
     source: ConfigSource,
+    client_factory: ClientFactory,
     ready: AtomicBool,
 }
 
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+}
+
 impl Exporter {
+    /// Starts from a validated config, building a client for each of its apps.
     pub fn new(
         config: Config,
         tracker: Arc<Tracker>,
         telemetry: Arc<Telemetry>,
         source: ConfigSource,
-    ) -> Exporter {
-        Exporter {
+        client_factory: ClientFactory,
+    ) -> Result<Exporter, String> {
+        let apps = build_clients(&config, None, &client_factory)?;
+        telemetry.config_reload_successful.set(1);
+        telemetry
+            .config_reload_timestamp
+            .set(crate::clock::ms_to_seconds(crate::clock::now_ms()));
+        Ok(Exporter {
             config: RwLock::new(Arc::new(config)),
+            apps: RwLock::new(Arc::new(apps)),
             tracker,
             telemetry,
             source,
+            client_factory,
             ready: AtomicBool::new(true),
-        }
+        })
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        read(&self.config)
     }
 
     pub fn tracker(&self) -> &Arc<Tracker> {
@@ -57,6 +89,11 @@ impl Exporter {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Marks the exporter ready or not (for `/-/ready`), e.g. not while it shuts down.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
     /// The `app` label of a task: the app whose credentials poll it.
     pub fn app_name(&self, agent_id: i64) -> String {
         self.config()
@@ -65,25 +102,80 @@ impl Exporter {
             .unwrap_or_else(|| "unconfigured".to_string())
     }
 
-    /// Re-reads and validates the configuration; swaps it in only when it is valid.
+    /// The app and client that poll tasks of `agent_id`, if any app serves it.
+    pub fn client_for(&self, agent_id: i64) -> Option<(String, Arc<dyn DeliveryApi>)> {
+        let config = self.config();
+        let app = config.app_for_agent(agent_id)?;
+        let apps = read(&self.apps);
+        let (_, client) = apps.clients.get(&app.name)?;
+        Some((app.name.clone(), client.clone()))
+    }
+
+    /// Re-reads and validates the configuration; swaps it in only when it is valid and
+    /// every app's client could be built. Apps whose settings did not change keep their
+    /// client (and its cached token).
     pub async fn reload(&self) -> Result<(), String> {
-        match (self.source)() {
-            Ok(config) => {
+        let result = (self.source)().and_then(|config| {
+            let previous = read(&self.apps);
+            let apps = build_clients(&config, Some(&previous), &self.client_factory)?;
+            Ok((config, apps, previous))
+        });
+        match result {
+            Ok((config, apps, previous)) => {
+                for gone in previous
+                    .clients
+                    .keys()
+                    .filter(|name| !apps.clients.contains_key(*name))
+                {
+                    self.forget_app_series(gone);
+                }
                 self.tracker.set_tasks_max(config.poll.tasks_max);
-                *self
-                    .config
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+                write(&self.config, Arc::new(config));
+                write(&self.apps, Arc::new(apps));
                 self.telemetry.config_reload_successful.set(1);
                 self.telemetry
                     .config_reload_timestamp
                     .set(crate::clock::ms_to_seconds(crate::clock::now_ms()));
-                Ok(())
+                tracing::info!("configuration reloaded");
+                // Static tasks added to the file are tracked now; removing one from the
+                // file does not drop a task that was acknowledged.
+                crate::runtime::register_static_tasks(&self.tracker, &self.config()).await
             }
             Err(err) => {
                 self.telemetry.config_reload_successful.set(0);
+                tracing::error!(error = %err, "configuration reload failed; the previous configuration stays in force");
                 Err(err)
             }
         }
     }
+
+    /// An app removed by a reload no longer has series.
+    fn forget_app_series(&self, app: &str) {
+        let telemetry = &self.telemetry;
+        let _ = telemetry.up.remove_label_values(&[app]);
+        let _ = telemetry.token_expiry.remove_label_values(&[app]);
+        let _ = telemetry.last_poll_success.remove_label_values(&[app]);
+        let _ = telemetry.token_refreshes.remove_label_values(&[app]);
+        let _ = telemetry.token_refresh_failures.remove_label_values(&[app]);
+    }
+}
+
+fn build_clients(
+    config: &Config,
+    previous: Option<&AppClients>,
+    factory: &ClientFactory,
+) -> Result<AppClients, String> {
+    let mut clients = HashMap::new();
+    for app in &config.apps {
+        let reused = previous
+            .and_then(|previous| previous.clients.get(&app.name))
+            .filter(|(old, _)| old == app)
+            .map(|(_, client)| client.clone());
+        let client = match reused {
+            Some(client) => client,
+            None => factory(app, config).map_err(|err| format!("app {:?}: {err}", app.name))?,
+        };
+        clients.insert(app.name.clone(), (app.clone(), client));
+    }
+    Ok(AppClients { clients })
 }

@@ -1,2 +1,725 @@
-//! (being written)
-pub struct DingTalkClient;
+//! The DingTalk client of one configured app: `gettoken`, `getsendprogress`, `getsendresult`.
+//!
+//! Every metered attempt goes through the same steps, in this order:
+//! 1. the IP-ban pause: while DingTalk's per-IP throttle bans this host, nothing is sent;
+//! 2. the [`CallGate`]: the monthly budget reserves the call (durably) or defers it;
+//! 3. the outbound [`ApiLimiter`]: wait for this API's next slot;
+//! 4. the request itself, with `--dingtalk.timeout` and a bounded answer size;
+//! 5. classification ([`super::answer`]), telemetry, and what to do next: done, retry after a
+//!    backoff (-1, 500, transport errors), pause at least a second (throttle codes), refresh the
+//!    token and retry once (token errors), or stop (everything else; 90020 also tells the gate).
+//!
+//! Nothing this module logs or returns contains the app secret or a token: error texts are
+//! built without URLs and scrubbed by [`super::redact`] as well.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use serde_json::json;
+
+use super::answer;
+use super::limiter::ApiLimiter;
+use super::redact::redact_values;
+use super::token::{CachedToken, TokenCache};
+use super::{Api, ApiFailure, CallGate, Deferral, DeliveryApi, RecipientCounts, SendProgress};
+use crate::clock::{ms_to_seconds, now_ms};
+use crate::config::{AppConfig, DingTalkSettings};
+use crate::metrics::Telemetry;
+use crate::secret::Secret;
+
+/// Answers larger than this are refused unread: DingTalk's answers are a few hundred bytes, a
+/// `getsendresult` for 100 recipients a few kilobytes.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Attempts per call for retryable failures (DingTalk's docs: retry busy answers at most 3
+/// times), counting the first.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Retries after a throttle answer: one, after a pause, since hammering a throttle only makes
+/// it last longer; the scheduler polls again later anyway.
+pub const MAX_THROTTLE_RETRIES: u32 = 1;
+
+/// The first backoff after a retryable failure; doubled for each further one, with jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+
+/// DingTalk's QPS throttles last about a second.
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// The same failure is logged as a warning at most this often per API; the repeats go to
+/// debug, and the counters still see every one.
+const WARN_EVERY_MS: i64 = 60_000;
+
+/// DingTalk codes meaning "this token is no good": refresh it and retry once.
+const TOKEN_REJECTED: &[i64] = &[40014, 42001, 40001];
+
+/// DingTalk codes meaning the request never got past authentication or the app's setup
+/// (credentials, permissions, IP whitelist, blank token, wrong API URL): `dingtalk_up` is 0.
+const NOT_AUTHENTICATED: &[i64] = &[22, 40000, 40001, 40014, 42001, 40089, 40096, 60011, 60020];
+
+/// DingTalk's monthly API quota is used up.
+const QUOTA_EXHAUSTED: i64 = 90020;
+
+/// What to do after a failed attempt.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Transient: back off and try again (limited).
+    Retry,
+    /// A QPS throttle: pause at least a second, then try again (limited).
+    Throttled,
+    /// The token was rejected: refresh it and try once more.
+    RefreshToken,
+    /// Nothing to gain from trying again.
+    GiveUp,
+}
+
+fn next_step(failure: &ApiFailure) -> Next {
+    match failure {
+        ApiFailure::Transport(_) => Next::Retry,
+        ApiFailure::DingTalk { code, .. } => match *code {
+            -1 | 500 => Next::Retry,
+            90002 | 90003..=90014 | 90018 | 45009 => Next::Throttled,
+            code if TOKEN_REJECTED.contains(&code) => Next::RefreshToken,
+            _ => Next::GiveUp,
+        },
+        _ => Next::GiveUp,
+    }
+}
+
+/// Whether a call's outcome shows DingTalk reachable with working credentials; `None` when
+/// nothing was sent.
+fn reached_and_authenticated<T>(outcome: &Result<T, ApiFailure>) -> Option<bool> {
+    match outcome {
+        Ok(_) => Some(true),
+        Err(ApiFailure::Deferred { .. }) => None,
+        Err(ApiFailure::DingTalk { code, .. }) => Some(!NOT_AUTHENTICATED.contains(code)),
+        Err(_) => Some(false),
+    }
+}
+
+/// One request as sent on each attempt.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Token,
+    Task {
+        api: Api,
+        token: &'a Secret,
+        agent_id: i64,
+        task_id: i64,
+    },
+}
+
+impl Request<'_> {
+    fn api(&self) -> Api {
+        match self {
+            Request::Token => Api::GetToken,
+            Request::Task { api, .. } => *api,
+        }
+    }
+}
+
+/// The pause of all calls while DingTalk's per-IP throttle bans this host.
+#[derive(Default)]
+struct IpBan {
+    until_ms: AtomicI64,
+}
+
+impl IpBan {
+    fn check(&self, now_ms: i64) -> Result<(), ApiFailure> {
+        let until_ms = self.until_ms.load(Ordering::Acquire);
+        if now_ms < until_ms {
+            return Err(ApiFailure::Deferred {
+                until_ms,
+                reason: Deferral::IpBan,
+            });
+        }
+        Ok(())
+    }
+
+    fn start(&self, until_ms: i64) {
+        self.until_ms.fetch_max(until_ms, Ordering::AcqRel);
+    }
+}
+
+/// Keeps a persistent failure from writing a warning per call.
+#[derive(Default)]
+struct WarnLimit {
+    last_warned_ms: Mutex<HashMap<(Api, String), i64>>,
+}
+
+impl WarnLimit {
+    fn should_warn(&self, api: Api, label: &str, now_ms: i64) -> bool {
+        let mut last = self
+            .last_warned_ms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (api, label.to_string());
+        match last.get(&key) {
+            Some(at) if now_ms - at < WARN_EVERY_MS => false,
+            _ => {
+                last.insert(key, now_ms);
+                true
+            }
+        }
+    }
+}
+
+/// The DingTalk client of one app. Cheap to share (`Arc`); calls may run concurrently.
+pub struct DingTalkClient {
+    app: String,
+    api_url: Url,
+    app_key: String,
+    app_secret: Secret,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    limiter: ApiLimiter,
+    ip_ban: IpBan,
+    ip_ban_cap_ms: i64,
+    telemetry: Arc<Telemetry>,
+    gate: Arc<dyn CallGate>,
+    warnings: WarnLimit,
+}
+
+impl DingTalkClient {
+    /// A client for `app`. `ip_ban_cap` bounds how long one punish answer pauses the calls
+    /// (the exporter passes `--poll.max-interval`); `gate` decides on every metered call.
+    pub fn new(
+        app: &AppConfig,
+        settings: &DingTalkSettings,
+        ip_ban_cap: Duration,
+        telemetry: Arc<Telemetry>,
+        gate: Arc<dyn CallGate>,
+    ) -> Result<DingTalkClient, String> {
+        let api_url = Url::parse(app.api_url.trim())
+            .map_err(|err| format!("app {}: invalid API URL: {err}", app.name))?;
+        if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
+            return Err(format!(
+                "app {}: the API URL must be an http or https URL, like https://oapi.dingtalk.com",
+                app.name
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            // A redirect would carry the token in its query to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("dingtalk-exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| format!("app {}: cannot build the HTTP client: {err}", app.name))?;
+        // The token series exist from the start, so rate() and alerts see a 0 before the
+        // first refresh instead of a missing series.
+        telemetry
+            .token_refreshes
+            .with_label_values(&[app.name.as_str()]);
+        telemetry
+            .token_refresh_failures
+            .with_label_values(&[app.name.as_str()]);
+        Ok(DingTalkClient {
+            app: app.name.clone(),
+            api_url,
+            app_key: app.app_key.clone(),
+            app_secret: app.app_secret.clone(),
+            http,
+            tokens: TokenCache::new(),
+            limiter: ApiLimiter::new(settings.max_qps),
+            ip_ban: IpBan::default(),
+            ip_ban_cap_ms: i64::try_from(ip_ban_cap.as_millis()).unwrap_or(i64::MAX),
+            telemetry,
+            gate,
+            warnings: WarnLimit::default(),
+        })
+    }
+
+    /// The app's name, the `app` label of its metrics and logs.
+    pub fn app_name(&self) -> &str {
+        &self.app
+    }
+
+    /// Makes sure the app has a valid access token (fetching one if needed; `gettoken` is not
+    /// metered) and sets `dingtalk_up` from the outcome: lets the exporter check an app's
+    /// credentials at start, before any task is due.
+    pub async fn authenticate(&self) -> Result<(), ApiFailure> {
+        let outcome = self.token().await.map(|_| ());
+        self.record_outcome(Api::GetToken, &outcome);
+        outcome
+    }
+
+    /// Until when calls are paused by an IP ban, if they are.
+    pub fn ip_ban_until_ms(&self, now_ms: i64) -> Option<i64> {
+        let until_ms = self.ip_ban.until_ms.load(Ordering::Acquire);
+        (now_ms < until_ms).then_some(until_ms)
+    }
+
+    /// A metered task call: with a cached token, retried as its failures allow, and once more
+    /// with a fresh token when DingTalk rejected the one it got.
+    async fn task_call<T>(
+        &self,
+        api: Api,
+        agent_id: i64,
+        task_id: i64,
+        decode: fn(u16, &[u8]) -> Result<T, ApiFailure>,
+    ) -> Result<T, ApiFailure> {
+        let outcome = async {
+            let token = self.token().await?;
+            let request = Request::Task {
+                api,
+                token: &token,
+                agent_id,
+                task_id,
+            };
+            match self.with_retries(request, decode).await {
+                Err(failure) if next_step(&failure) == Next::RefreshToken => {
+                    tracing::debug!(app = %self.app, api = api.as_str(), errcode = ?failure.dingtalk_code(), "token rejected; refreshing it and retrying once");
+                    self.tokens.invalidate(&token);
+                    let fresh = self.token().await?;
+                    let request = Request::Task {
+                        api,
+                        token: &fresh,
+                        agent_id,
+                        task_id,
+                    };
+                    self.with_retries(request, decode).await
+                }
+                other => other,
+            }
+        }
+        .await;
+        self.record_outcome(api, &outcome);
+        outcome
+    }
+
+    /// The app's access token, from the cache or fetched (single-flight).
+    async fn token(&self) -> Result<Secret, ApiFailure> {
+        self.tokens.get(now_ms(), || self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<CachedToken, ApiFailure> {
+        let app = [self.app.as_str()];
+        self.telemetry.token_refreshes.with_label_values(&app).inc();
+        match self
+            .with_retries(Request::Token, answer::decode_token)
+            .await
+        {
+            Ok(issued) => {
+                let lifetime_s = issued.expires_in_s;
+                let cached = CachedToken::issued(issued, now_ms());
+                self.telemetry
+                    .token_expiry
+                    .with_label_values(&app)
+                    .set(ms_to_seconds(cached.expires_at_ms));
+                tracing::debug!(app = %self.app, lifetime_s, "fetched a new access token");
+                Ok(cached)
+            }
+            Err(failure) => {
+                if !matches!(failure, ApiFailure::Deferred { .. }) {
+                    self.telemetry
+                        .token_refresh_failures
+                        .with_label_values(&app)
+                        .inc();
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Runs attempts of `request` until one succeeds or its failure is not worth retrying.
+    async fn with_retries<T>(
+        &self,
+        request: Request<'_>,
+        decode: fn(u16, &[u8]) -> Result<T, ApiFailure>,
+    ) -> Result<T, ApiFailure> {
+        let mut attempts = 0;
+        let mut throttle_retries = 0;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(request, attempts, decode).await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            let pause = match next_step(&failure) {
+                Next::Retry if attempts < MAX_ATTEMPTS => backoff(attempts),
+                Next::Throttled
+                    if attempts < MAX_ATTEMPTS && throttle_retries < MAX_THROTTLE_RETRIES =>
+                {
+                    throttle_retries += 1;
+                    throttle_pause()
+                }
+                _ => return Err(failure),
+            };
+            tracing::debug!(app = %self.app, api = request.api().as_str(), error = %failure, pause_ms = pause.as_millis() as u64, "retrying after a pause");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One attempt: the ban check, the gate, the limiter, the request, and its telemetry.
+    async fn attempt<T>(
+        &self,
+        request: Request<'_>,
+        attempt: u32,
+        decode: fn(u16, &[u8]) -> Result<T, ApiFailure>,
+    ) -> Result<T, ApiFailure> {
+        let api = request.api();
+        self.ip_ban.check(now_ms())?;
+        if api.is_metered() {
+            self.gate.reserve(now_ms())?;
+        }
+        self.limiter.acquire(api).await;
+        // A ban may have begun while this call waited for its slot.
+        self.ip_ban.check(now_ms())?;
+
+        let api_label = [api.as_str()];
+        self.telemetry
+            .api_requests
+            .with_label_values(&api_label)
+            .inc();
+        let started = Instant::now();
+        let outcome = match self.send(request).await {
+            Ok((status, body)) => decode(status, &body),
+            Err(failure) => Err(failure),
+        }
+        .map_err(|failure| self.scrub(failure, request));
+        let elapsed = started.elapsed();
+        self.telemetry
+            .api_duration
+            .with_label_values(&api_label)
+            .observe(elapsed.as_secs_f64());
+
+        let failure = match &outcome {
+            Ok(_) => {
+                tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = "ok", duration_ms = elapsed.as_millis() as u64, "DingTalk call");
+                return outcome;
+            }
+            Err(failure) => failure,
+        };
+        let label = failure.errcode_label().unwrap_or_default();
+        self.telemetry
+            .api_errors
+            .with_label_values(&[api.as_str(), &label])
+            .inc();
+        tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = %label, duration_ms = elapsed.as_millis() as u64, error = %failure, "DingTalk call");
+
+        match failure {
+            ApiFailure::IpBanned { retry_after_ms } => {
+                let pause_ms = (*retry_after_ms).min(self.ip_ban_cap_ms).max(0);
+                self.ip_ban.start(now_ms().saturating_add(pause_ms));
+                tracing::warn!(app = %self.app, api = api.as_str(), pause_s = pause_ms / 1000, "DingTalk's per-IP throttle banned this host; pausing every call of this app");
+                return Err(ApiFailure::IpBanned {
+                    retry_after_ms: pause_ms,
+                });
+            }
+            ApiFailure::DingTalk { code, .. } if *code == QUOTA_EXHAUSTED && api.is_metered() => {
+                self.gate.quota_exhausted(now_ms());
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    /// Sends one request and reads its answer, at most [`MAX_ANSWER_BYTES`] of it.
+    async fn send(&self, request: Request<'_>) -> Result<(u16, Vec<u8>), ApiFailure> {
+        let builder = match request {
+            Request::Token => {
+                let mut url = self.endpoint(&["gettoken"]);
+                url.query_pairs_mut()
+                    .append_pair("appkey", &self.app_key)
+                    .append_pair("appsecret", self.app_secret.expose());
+                self.http.get(url)
+            }
+            Request::Task {
+                api,
+                token,
+                agent_id,
+                task_id,
+            } => {
+                // The `api` label of the task APIs is their endpoint's name.
+                let mut url =
+                    self.endpoint(&["topapi", "message", "corpconversation", api.as_str()]);
+                url.query_pairs_mut()
+                    .append_pair("access_token", token.expose());
+                self.http
+                    .post(url)
+                    .json(&json!({"agent_id": agent_id, "task_id": task_id}))
+            }
+        };
+        let mut response = builder.send().await.map_err(transport_failure)?;
+        let status = response.status().as_u16();
+        let too_large = || {
+            if (200..300).contains(&status) {
+                ApiFailure::Decode(format!("answer larger than {MAX_ANSWER_BYTES} bytes"))
+            } else {
+                ApiFailure::Http(status)
+            }
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(body_failure)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+
+    /// `{api_url}/segments...`, keeping any path prefix of the configured URL.
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.api_url.clone();
+        url.set_query(None);
+        url.path_segments_mut()
+            .expect("checked in new(): the API URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// Removes the app secret and the token of `request` from a failure's text, wherever
+    /// they might appear (a URL, an echoed parameter, a quoted answer).
+    fn scrub(&self, failure: ApiFailure, request: Request<'_>) -> ApiFailure {
+        let token = match request {
+            Request::Task { token, .. } => token.expose(),
+            Request::Token => "",
+        };
+        let clean = |text: String| redact_values(&text, &[self.app_secret.expose(), token]);
+        match failure {
+            ApiFailure::DingTalk { code, message } => ApiFailure::DingTalk {
+                code,
+                message: clean(message),
+            },
+            ApiFailure::Transport(text) => ApiFailure::Transport(clean(text)),
+            ApiFailure::Decode(text) => ApiFailure::Decode(clean(text)),
+            other => other,
+        }
+    }
+
+    /// Sets `dingtalk_up` from a finished call and warns about failures (rate-limited).
+    fn record_outcome<T>(&self, api: Api, outcome: &Result<T, ApiFailure>) {
+        if let Some(up) = reached_and_authenticated(outcome) {
+            self.telemetry
+                .up
+                .with_label_values(&[self.app.as_str()])
+                .set(i64::from(up));
+        }
+        let Err(failure) = outcome else { return };
+        let Some(label) = failure.errcode_label() else {
+            tracing::debug!(app = %self.app, api = api.as_str(), reason = %failure, "call held back");
+            return;
+        };
+        if self.warnings.should_warn(api, &label, now_ms()) {
+            tracing::warn!(app = %self.app, api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliveryApi for DingTalkClient {
+    async fn send_progress(&self, agent_id: i64, task_id: i64) -> Result<SendProgress, ApiFailure> {
+        let outcome = self
+            .task_call(
+                Api::GetSendProgress,
+                agent_id,
+                task_id,
+                answer::decode_progress,
+            )
+            .await;
+        if outcome.is_ok() {
+            self.telemetry
+                .last_poll_success
+                .with_label_values(&[self.app.as_str()])
+                .set(ms_to_seconds(now_ms()));
+        }
+        outcome
+    }
+
+    async fn send_result(
+        &self,
+        agent_id: i64,
+        task_id: i64,
+    ) -> Result<RecipientCounts, ApiFailure> {
+        self.task_call(Api::GetSendResult, agent_id, task_id, answer::decode_result)
+            .await
+    }
+}
+
+/// A failure before any answer arrived. The text comes from an error without its URL, so it
+/// holds no token even before redaction.
+fn transport_failure(err: reqwest::Error) -> ApiFailure {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "no answer"
+    };
+    ApiFailure::Transport(format!("{kind}: {}", error_chain(err)))
+}
+
+/// A failure while reading an answer whose head had arrived: a timeout is a transport
+/// failure; a connection closed mid-answer left an answer cut short, which is a decode failure.
+fn body_failure(err: reqwest::Error) -> ApiFailure {
+    if err.is_timeout() {
+        ApiFailure::Transport(format!(
+            "timed out reading the answer: {}",
+            error_chain(err)
+        ))
+    } else {
+        ApiFailure::Decode(format!("answer cut short: {}", error_chain(err)))
+    }
+}
+
+/// An error and its causes, one line, without the request URL.
+fn error_chain(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Exponential backoff with jitter after the `attempt`-th failure: about 250 ms, 500 ms, ...
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_BASE.saturating_mul(1 << attempt.saturating_sub(1).min(6));
+    base.mul_f64(rand::random_range(0.5..1.5))
+}
+
+/// At least a second after a throttle answer, plus jitter so that callers throttled together
+/// do not come back together.
+fn throttle_pause() -> Duration {
+    THROTTLE_PAUSE + Duration::from_millis(rand::random_range(0..500))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dingtalk(code: i64) -> ApiFailure {
+        ApiFailure::DingTalk {
+            code,
+            message: String::new(),
+        }
+    }
+
+    /// Only transient failures are retried; throttles pause; token errors refresh.
+    #[test]
+    fn next_steps_follow_the_error_table() {
+        assert_eq!(next_step(&dingtalk(-1)), Next::Retry);
+        assert_eq!(next_step(&dingtalk(500)), Next::Retry);
+        assert_eq!(next_step(&ApiFailure::Transport("x".into())), Next::Retry);
+        for code in [90002, 90003, 90014, 90018, 45009] {
+            assert_eq!(next_step(&dingtalk(code)), Next::Throttled, "{code}");
+        }
+        for code in [40014, 42001, 40001] {
+            assert_eq!(next_step(&dingtalk(code)), Next::RefreshToken, "{code}");
+        }
+        for failure in [
+            dingtalk(40035),
+            dingtalk(40000),
+            dingtalk(40089),
+            dingtalk(40096),
+            dingtalk(60011),
+            dingtalk(90020),
+            dingtalk(88),
+            ApiFailure::Http(502),
+            ApiFailure::Decode("x".into()),
+            ApiFailure::IpBanned {
+                retry_after_ms: 1000,
+            },
+        ] {
+            assert_eq!(next_step(&failure), Next::GiveUp, "{failure:?}");
+        }
+    }
+
+    /// dingtalk_up is 1 for authenticated DingTalk answers, 0 for credential and reach problems.
+    #[test]
+    fn up_follows_reach_and_authentication() {
+        let up = |failure: ApiFailure| reached_and_authenticated::<()>(&Err(failure));
+        assert_eq!(reached_and_authenticated(&Ok(())), Some(true));
+        assert_eq!(up(dingtalk(40035)), Some(true));
+        assert_eq!(up(dingtalk(90018)), Some(true));
+        assert_eq!(up(dingtalk(90020)), Some(true));
+        assert_eq!(up(dingtalk(40096)), Some(false));
+        assert_eq!(up(dingtalk(42001)), Some(false));
+        assert_eq!(up(dingtalk(60020)), Some(false));
+        assert_eq!(up(ApiFailure::Http(502)), Some(false));
+        assert_eq!(up(ApiFailure::Transport("x".into())), Some(false));
+        assert_eq!(
+            up(ApiFailure::Deferred {
+                until_ms: 1,
+                reason: Deferral::MonthlyBudget
+            }),
+            None
+        );
+    }
+
+    /// Backoff grows and stays jittered around its nominal value; throttle pauses last ≥ 1 s.
+    #[test]
+    fn pauses() {
+        for _ in 0..100 {
+            let first = backoff(1);
+            assert!(first >= Duration::from_millis(125) && first < Duration::from_millis(375));
+            let second = backoff(2);
+            assert!(second >= Duration::from_millis(250) && second < Duration::from_millis(750));
+            assert!(throttle_pause() >= Duration::from_secs(1));
+        }
+    }
+
+    /// The endpoint keeps a path prefix of the API URL and drops its query.
+    #[test]
+    fn endpoints_keep_the_path_prefix() {
+        let client = |api_url: &str| {
+            let app = AppConfig {
+                name: "a".into(),
+                agent_id: None,
+                app_key: "k".into(),
+                app_secret: Secret::new("s"),
+                api_url: api_url.into(),
+            };
+            let settings = DingTalkSettings {
+                max_qps: 10,
+                monthly_call_budget: 0,
+                timeout: Duration::from_secs(1),
+            };
+            DingTalkClient::new(
+                &app,
+                &settings,
+                Duration::from_secs(60),
+                Arc::new(Telemetry::new()),
+                Arc::new(NoGate),
+            )
+        };
+        let plain = client("https://oapi.dingtalk.com").unwrap();
+        assert_eq!(
+            plain.endpoint(&["gettoken"]).as_str(),
+            "https://oapi.dingtalk.com/gettoken"
+        );
+        let prefixed = client("http://127.0.0.1:8080/dingtalk/?x=1").unwrap();
+        assert_eq!(
+            prefixed.endpoint(&["topapi", "x"]).as_str(),
+            "http://127.0.0.1:8080/dingtalk/topapi/x"
+        );
+        assert!(client("ftp://example.invalid").is_err());
+        assert!(client("not a url").is_err());
+    }
+
+    struct NoGate;
+
+    impl CallGate for NoGate {
+        fn reserve(&self, _now_ms: i64) -> Result<(), ApiFailure> {
+            Ok(())
+        }
+        fn quota_exhausted(&self, _now_ms: i64) {}
+    }
+}

@@ -56,7 +56,8 @@ pub struct RecipientCounts {
     pub read: u64,
     pub unread: u64,
     pub failed: u64,
-    /// Dropped by flow control: `forbidden_user_id_list` plus the entries of `forbidden_list`.
+    /// Dropped by flow control: the distinct users of `forbidden_user_id_list` and of the
+    /// entries of `forbidden_list` (recipients, not refused messages).
     pub forbidden: u64,
     /// `invalid_user_id_list` plus `invalid_dept_id_list`.
     pub invalid: u64,

@@ -5,7 +5,7 @@
 //! restart would load back.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,7 +26,11 @@ pub struct NewTask {
 #[derive(Debug)]
 pub enum RegisterError {
     /// The batch would take the tracked tasks past `--tasks.max`.
-    TooManyTasks { limit: usize, tracked: usize, new: usize },
+    TooManyTasks {
+        limit: usize,
+        tracked: usize,
+        new: usize,
+    },
     /// The store could not commit the batch.
     Store(StoreError),
 }
@@ -54,6 +58,20 @@ struct Inner {
     /// Due times, earliest first. Entries go stale when a task is rescheduled or removed;
     /// a popped entry counts only if it still matches the task's `next_poll_at_ms`.
     due: BinaryHeap<Reverse<(i64, TaskKey)>>,
+    /// Tasks handed to the scheduler and not yet given back: never handed out twice.
+    in_flight: HashSet<TaskKey>,
+}
+
+impl Inner {
+    /// Whether a heap entry still stands: the task is tracked, not being polled, and due
+    /// then. Entries go stale when a task is rescheduled, taken or removed.
+    fn is_current(&self, when: i64, key: TaskKey) -> bool {
+        !self.in_flight.contains(&key)
+            && self
+                .tasks
+                .get(&key)
+                .is_some_and(|task| task.next_poll_at_ms == Some(when))
+    }
 }
 
 /// The registry of tracked tasks, shared by the HTTP API, the scheduler and `/metrics`.
@@ -75,6 +93,7 @@ impl Tracker {
         let mut inner = Inner {
             tasks: HashMap::with_capacity(stored.len()),
             due: BinaryHeap::with_capacity(stored.len()),
+            in_flight: HashSet::new(),
         };
         for task in stored {
             if let Some(due) = task.next_poll_at_ms {
@@ -103,7 +122,9 @@ impl Tracker {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the map half-changed (every change is
         // a single insert or remove), so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a batch, all or nothing, committed to the store before it returns. Returns
@@ -195,15 +216,23 @@ impl Tracker {
         let removed = tokio::task::spawn_blocking(move || store.remove(key))
             .await
             .map_err(|err| StoreError(format!("store task failed: {err}")))??;
-        let was_tracked = self.lock().tasks.remove(&key).is_some();
+        let was_tracked = {
+            let mut inner = self.lock();
+            inner.in_flight.remove(&key);
+            inner.tasks.remove(&key).is_some()
+        };
         Ok(removed || was_tracked)
     }
 
-    /// Saves tasks the scheduler changed, store first. Tasks removed meanwhile stay removed.
+    /// Saves tasks the scheduler changed, store first, and gives them back to the schedule.
+    /// Tasks removed meanwhile stay removed.
     pub async fn update(&self, changed: Vec<Task>) -> Result<(), StoreError> {
         let _writing = self.writes.lock().await;
         let still_tracked: Vec<Task> = {
-            let inner = self.lock();
+            let mut inner = self.lock();
+            for task in &changed {
+                inner.in_flight.remove(&task.key);
+            }
             changed
                 .into_iter()
                 .filter(|task| inner.tasks.contains_key(&task.key))
@@ -214,28 +243,62 @@ impl Tracker {
         }
         let store = self.store.clone();
         let to_save = still_tracked.clone();
-        tokio::task::spawn_blocking(move || store.save(&to_save))
+        let saved = tokio::task::spawn_blocking(move || store.save(&to_save))
             .await
-            .map_err(|err| StoreError(format!("store task failed: {err}")))??;
+            .map_err(|err| StoreError(format!("store task failed: {err}")))
+            .and_then(|result| result);
         let mut inner = self.lock();
         for task in still_tracked {
+            let Some(current) = inner.tasks.get(&task.key) else {
+                continue;
+            };
+            // When the store refused the change, the task keeps its stored state and is
+            // tried again at its old due time; memory never runs ahead of the store.
+            let task = if saved.is_ok() { task } else { current.clone() };
             if let Some(due) = task.next_poll_at_ms {
-                let rescheduled = inner
-                    .tasks
-                    .get(&task.key)
-                    .is_none_or(|old| old.next_poll_at_ms != Some(due));
-                if rescheduled {
-                    inner.due.push(Reverse((due, task.key)));
-                }
+                inner.due.push(Reverse((due, task.key)));
             }
             inner.tasks.insert(task.key, task);
         }
         drop(inner);
         self.wake.notify_one();
-        Ok(())
+        saved
     }
 
-    /// Takes up to `limit` tasks due at or before `now_ms`, earliest first.
+    /// Gives a task back to the schedule unchanged, due at `due_ms` in memory only (after a
+    /// poll that could not run, or was held back): its stored state is still right.
+    pub fn requeue(&self, key: TaskKey, due_ms: i64) {
+        let mut inner = self.lock();
+        inner.in_flight.remove(&key);
+        if let Some(task) = inner.tasks.get_mut(&key) {
+            task.next_poll_at_ms = Some(due_ms);
+            inner.due.push(Reverse((due_ms, key)));
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Forgets tasks whose retention after ending has passed: they have left `/metrics` and
+    /// no longer count against `--tasks.max`. Returns how many were forgotten.
+    pub async fn forget_ended(&self, now_ms: i64, retention_ms: i64) -> Result<usize, StoreError> {
+        let expired: Vec<TaskKey> = {
+            let inner = self.lock();
+            inner
+                .tasks
+                .values()
+                .filter(|task| !task.is_published(now_ms, retention_ms))
+                .filter(|task| !inner.in_flight.contains(&task.key))
+                .map(|task| task.key)
+                .collect()
+        };
+        for key in &expired {
+            self.remove(*key).await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// Takes up to `limit` tasks due at or before `now_ms`, earliest first. They stay out of
+    /// the schedule until given back by [`Tracker::update`] or [`Tracker::requeue`].
     pub fn take_due(&self, now_ms: i64, limit: usize) -> Vec<Task> {
         let mut inner = self.lock();
         let mut due = Vec::new();
@@ -243,15 +306,15 @@ impl Tracker {
             let Some(Reverse((when, key))) = inner.due.peek().copied() else {
                 break;
             };
-            let current = inner.tasks.get(&key).and_then(|task| task.next_poll_at_ms);
-            if current != Some(when) {
-                inner.due.pop(); // stale entry
+            if !inner.is_current(when, key) {
+                inner.due.pop();
                 continue;
             }
             if when > now_ms {
                 break;
             }
             inner.due.pop();
+            inner.in_flight.insert(key);
             if let Some(task) = inner.tasks.get(&key) {
                 due.push(task.clone());
             }
@@ -259,13 +322,12 @@ impl Tracker {
         due
     }
 
-    /// The earliest due time of any task, if any task is still to be polled.
+    /// The earliest due time of any task waiting in the schedule.
     pub fn next_due_ms(&self) -> Option<i64> {
         let mut inner = self.lock();
         loop {
             let Reverse((when, key)) = *inner.due.peek()?;
-            let current = inner.tasks.get(&key).and_then(|task| task.next_poll_at_ms);
-            if current == Some(when) {
+            if inner.is_current(when, key) {
                 return Some(when);
             }
             inner.due.pop();
@@ -276,7 +338,11 @@ impl Tracker {
     pub fn count_by_state(&self) -> [(TaskState, usize); 4] {
         let inner = self.lock();
         TaskState::ALL.map(|state| {
-            let count = inner.tasks.values().filter(|task| task.state == state).count();
+            let count = inner
+                .tasks
+                .values()
+                .filter(|task| task.state == state)
+                .count();
             (state, count)
         })
     }

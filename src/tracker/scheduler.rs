@@ -1,1 +1,339 @@
-//! (being written)
+//! The poller: asks DingTalk about due tasks, earliest first, and records what it learns.
+//!
+//! Tasks wait in a due-time heap (see [`Tracker::take_due`]), so picking the next task costs
+//! the same with ten thousand tasks as with ten. At most a bounded number of polls run at
+//! once; each app's client paces its calls to `--dingtalk.max-qps`. When the monthly budget
+//! or DingTalk's quota holds calls back, the whole schedule pauses and keeps its order, so
+//! the tasks whose information is oldest are asked first when calls resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::clock::{ms_to_seconds, now_ms};
+use crate::dingtalk::{ApiFailure, Deferral, DeliveryApi, SendProgress};
+use crate::exporter::Exporter;
+
+pub use super::policy::PollBounds;
+use super::policy::{self, Observation, PollMemory};
+use super::task::{ResultFetch, SendStatus, Task, TaskState};
+
+/// Most polls in flight at once; the clients' rate limiters do the real pacing, this only
+/// bounds how many tasks wait on them (and so how far `dingtalk_poll_lag_seconds` can hide).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How often ended tasks past their retention are forgotten.
+const HOUSEKEEPING_EVERY_MS: i64 = 5_000;
+
+/// A `getsendresult` that failed for a passing reason (network, throttle) is retried this
+/// many times before the task is left without recipient counts.
+const RESULT_FETCH_ATTEMPTS: u32 = 3;
+
+/// DingTalk's throttles ask callers to wait at least a second.
+const THROTTLE_PAUSE_MS: i64 = 1_000;
+
+/// Runs the poller until `shutdown` turns true; polls in flight are finished and saved
+/// before it returns.
+pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let tracker = exporter.tracker().clone();
+    let mut next_housekeeping = 0;
+    // Until when the monthly budget or DingTalk's quota holds every metered call back.
+    let mut paused_until: Option<i64> = None;
+    let (deferrals_tx, mut deferrals) = tokio::sync::mpsc::unbounded_channel::<i64>();
+
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = now_ms();
+        while let Ok(until) = deferrals.try_recv() {
+            paused_until = Some(paused_until.map_or(until, |current| current.max(until)));
+        }
+        if paused_until.is_some_and(|until| until <= now) {
+            paused_until = None;
+        }
+
+        if now >= next_housekeeping {
+            next_housekeeping = now + HOUSEKEEPING_EVERY_MS;
+            let retention = exporter.config().poll.task_retention.as_millis() as i64;
+            if let Err(err) = tracker.forget_ended(now, retention).await {
+                tracing::warn!(error = %err, "could not forget tasks past their retention");
+            }
+        }
+
+        let next_due = tracker.next_due_ms();
+        let lag_ms = next_due.map_or(0, |due| (now - due).max(0));
+        exporter.telemetry().poll_lag.set(ms_to_seconds(lag_ms));
+
+        if paused_until.is_none() && slots.available_permits() > 0 {
+            let due = tracker.take_due(now, slots.available_permits());
+            for task in due {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let exporter = exporter.clone();
+                let deferrals = deferrals_tx.clone();
+                tokio::spawn(async move {
+                    let key = task.key;
+                    let due_at = task.next_poll_at_ms.unwrap_or_else(now_ms);
+                    let outcome = tokio::spawn(poll_task(exporter.clone(), task)).await;
+                    match outcome {
+                        Ok(PollOutcome::Done(task)) => {
+                            if let Err(err) = exporter.tracker().update(vec![*task]).await {
+                                tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
+                            }
+                        }
+                        Ok(PollOutcome::HeldBack { until_ms }) => {
+                            // Keep its place in line: it is due when calls resume.
+                            exporter.tracker().requeue(key, due_at);
+                            let _ = deferrals.send(until_ms);
+                        }
+                        Err(panic) => {
+                            tracing::error!(agent_id = key.agent_id, task_id = key.task_id, error = %panic, "a poll failed unexpectedly; retrying later");
+                            let max = exporter.config().poll.max_interval.as_millis() as i64;
+                            exporter.tracker().requeue(key, now_ms() + max);
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        }
+
+        // Sleep until the next task is due, a registration or a finished poll wakes us, the
+        // pause ends, housekeeping is due, or shutdown.
+        let mut wake_at = next_housekeeping;
+        if let Some(until) = paused_until {
+            wake_at = wake_at.min(until);
+        } else if let Some(due) = tracker.next_due_ms() {
+            wake_at = wake_at.min(due.max(now + 1));
+        }
+        let sleep_ms = (wake_at - now_ms()).clamp(1, HOUSEKEEPING_EVERY_MS) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            _ = tracker.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
+    // Let the polls in flight finish and save their results.
+    let _all = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+/// What came of one turn of a task.
+enum PollOutcome {
+    /// The task's new state, to be saved.
+    Done(Box<Task>),
+    /// The monthly budget or DingTalk's quota held the call back; nothing was sent.
+    HeldBack { until_ms: i64 },
+}
+
+async fn poll_task(exporter: Arc<Exporter>, mut task: Task) -> PollOutcome {
+    let config = exporter.config();
+    let now = now_ms();
+    let bounds = PollBounds {
+        min_interval_ms: config.poll.min_interval.as_millis() as i64,
+        max_interval_ms: config.poll.max_interval.as_millis() as i64,
+    };
+    let expires_at = task
+        .created_at_ms
+        .saturating_add(config.poll.task_max_age.as_millis() as i64);
+
+    if now >= expires_at {
+        // Outside DingTalk's query window: asking again would only spend calls.
+        if task.state == TaskState::Active {
+            task.state = TaskState::Expired;
+            task.ended_at_ms = Some(now);
+        }
+        task.next_poll_at_ms = None;
+        return PollOutcome::Done(Box::new(task));
+    }
+
+    let Some((app, client)) = exporter.client_for(task.key.agent_id) else {
+        tracing::warn!(
+            agent_id = task.key.agent_id,
+            task_id = task.key.task_id,
+            "no app is configured for this agent; configure one (apps[].agent_id or --dingtalk.app-key) to poll it"
+        );
+        task.next_poll_at_ms = Some((now + bounds.max_interval_ms).min(expires_at));
+        return PollOutcome::Done(Box::new(task));
+    };
+
+    let outcome = match task.state {
+        TaskState::Active => poll_progress(client.as_ref(), &mut task, bounds, expires_at).await,
+        TaskState::Completed => fetch_result(client.as_ref(), &mut task, bounds).await,
+        TaskState::Invalid | TaskState::Expired => {
+            task.next_poll_at_ms = None;
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            if task.last_errcode == Some(0) {
+                exporter
+                    .telemetry()
+                    .last_poll_success
+                    .with_label_values(&[app.as_str()])
+                    .set(ms_to_seconds(now_ms()));
+            }
+            PollOutcome::Done(Box::new(task))
+        }
+        Err(until_ms) => PollOutcome::HeldBack { until_ms },
+    }
+}
+
+/// One `getsendprogress` and what follows from its answer. `Err(until)` when the call was
+/// held back by the budget or the quota.
+async fn poll_progress(
+    client: &dyn DeliveryApi,
+    task: &mut Task,
+    bounds: PollBounds,
+    expires_at: i64,
+) -> Result<(), i64> {
+    let answer = client
+        .send_progress(task.key.agent_id, task.key.task_id)
+        .await;
+    record_progress_answer(task, answer, now_ms(), bounds, expires_at)
+}
+
+/// Applies an answer of `getsendprogress` (or its failure) received at `now` to a task:
+/// its state, its progress and when to ask next. `Err(until)` when the call was held back
+/// by the budget or the quota and the task keeps its place in line.
+///
+/// Pure (no I/O, no clock), so the call-economy benchmark runs the scheduler's very
+/// decisions in virtual time.
+pub fn record_progress_answer(
+    task: &mut Task,
+    answer: Result<SendProgress, ApiFailure>,
+    now: i64,
+    bounds: PollBounds,
+    expires_at: i64,
+) -> Result<(), i64> {
+    let mut memory = PollMemory::from_json(&task.schedule);
+    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+        task.metered_calls += 1;
+    }
+    let next_gap = match answer {
+        Ok(progress) => {
+            let ratio = (progress.percent / 100.0).clamp(0.0, 1.0);
+            let status = SendStatus::from_dingtalk(progress.status);
+            let changed = task.progress_ratio != Some(ratio) || task.status != Some(status);
+            // The registration time stands for "nothing yet" until a first answer shows
+            // some progress.
+            let first_answer_shows_nothing = task.last_poll_at_ms.is_none() && ratio == 0.0;
+            if changed && !first_answer_shows_nothing {
+                task.last_progress_change_at_ms = now;
+            }
+            task.progress_ratio = Some(ratio);
+            task.status = Some(status);
+            task.last_poll_at_ms = Some(now);
+            task.last_errcode = Some(0);
+            let observation = Observation {
+                at_ms: now,
+                ratio,
+                status,
+                changed,
+            };
+            let (gap, updated) =
+                policy::next_interval(memory, task.created_at_ms, observation, bounds);
+            memory = updated;
+            if status == SendStatus::Completed {
+                task.state = TaskState::Completed;
+                task.ended_at_ms = Some(now);
+            }
+            gap
+        }
+        Err(ApiFailure::Deferred {
+            until_ms,
+            reason: Deferral::MonthlyBudget | Deferral::QuotaExhausted,
+        }) => return Err(until_ms),
+        Err(ApiFailure::Deferred { until_ms, .. }) => Some((until_ms - now).max(0)),
+        Err(ApiFailure::DingTalk { code: 40035, .. }) => {
+            // No such task for this agent: it will never answer otherwise.
+            task.state = TaskState::Invalid;
+            task.ended_at_ms = Some(now);
+            task.last_errcode = Some(40035);
+            None
+        }
+        Err(failure) => {
+            if let Some(code) = failure.dingtalk_code() {
+                task.last_errcode = Some(code);
+            }
+            let floor = if is_throttle(&failure) {
+                THROTTLE_PAUSE_MS
+            } else {
+                0
+            };
+            Some(policy::retry_interval(&mut memory, bounds, floor))
+        }
+    };
+    task.schedule = memory.to_json();
+    task.next_poll_at_ms = match (task.state, next_gap) {
+        // A finished task's recipients are asked for once, right away.
+        (TaskState::Completed, _) => (task.result_fetch == ResultFetch::Pending).then_some(now),
+        (TaskState::Active, Some(gap)) => Some((now + gap).min(expires_at)),
+        _ => None,
+    };
+    Ok(())
+}
+
+/// The one `getsendresult` call of a finished task. A refusal is recorded and not retried;
+/// a passing failure is retried a few times.
+async fn fetch_result(
+    client: &dyn DeliveryApi,
+    task: &mut Task,
+    bounds: PollBounds,
+) -> Result<(), i64> {
+    let answer = client
+        .send_result(task.key.agent_id, task.key.task_id)
+        .await;
+    let now = now_ms();
+    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+        task.metered_calls += 1;
+    }
+    let mut memory = PollMemory::from_json(&task.schedule);
+    task.next_poll_at_ms = None;
+    match answer {
+        Ok(counts) => {
+            task.recipients = Some(counts);
+            task.result_fetch = ResultFetch::Fetched;
+        }
+        Err(ApiFailure::Deferred {
+            until_ms,
+            reason: Deferral::MonthlyBudget | Deferral::QuotaExhausted,
+        }) => return Err(until_ms),
+        Err(ApiFailure::Deferred { until_ms, .. }) => task.next_poll_at_ms = Some(until_ms),
+        Err(failure) => {
+            let passing = match &failure {
+                ApiFailure::DingTalk { code, .. } => is_retryable_code(*code),
+                _ => true,
+            };
+            memory.result_attempts += 1;
+            if passing && memory.result_attempts < RESULT_FETCH_ATTEMPTS {
+                let floor = if is_throttle(&failure) {
+                    THROTTLE_PAUSE_MS
+                } else {
+                    0
+                };
+                task.next_poll_at_ms =
+                    Some(now + policy::retry_interval(&mut memory, bounds, floor));
+            } else if let Some(errcode) = failure.dingtalk_code() {
+                task.result_fetch = ResultFetch::Refused { errcode };
+            } else {
+                task.result_fetch = ResultFetch::Unavailable;
+            }
+        }
+    }
+    task.schedule = memory.to_json();
+    Ok(())
+}
+
+/// DingTalk's throttle codes: the caller must pause before asking again.
+fn is_throttle(failure: &ApiFailure) -> bool {
+    matches!(failure, ApiFailure::DingTalk { code, .. }
+        if matches!(code, 45009 | 90002..=90014 | 90018))
+}
+
+/// Codes that say "not now" rather than "never": system busy or error, throttles.
+fn is_retryable_code(code: i64) -> bool {
+    matches!(code, -1 | 500 | 45009 | 90002..=90014 | 90018)
+}

@@ -1,1 +1,700 @@
-//! (being written)
+//! The embedded task store: one SQLite file, written so that a commit that returned survives
+//! `kill -9` and power loss.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so every commit is fsynced before it
+//! returns, and every [`TaskStore`] method is exactly one transaction.
+//!
+//! Portability: a shared PostgreSQL store is planned behind the same trait, so the tables are
+//! plain and their SQL is the common dialect of both (`BIGINT`, `TEXT`, `DOUBLE PRECISION`,
+//! `INSERT ... ON CONFLICT`, `RETURNING`). Only the connection set-up (journal mode, sync
+//! level) and the schema bookkeeping (`PRAGMA user_version`) are SQLite's own.
+//!
+//! How a [`Task`] maps to the `tasks` table:
+//! - timestamps are Unix milliseconds in `BIGINT` columns, `NULL` for `None`;
+//! - `state`, `status` and `result_fetch` are the `as_str()` words of their enums, so the file
+//!   stays readable with the `sqlite3` shell; `ResultFetch::Refused`'s errcode sits in
+//!   `result_errcode`;
+//! - the recipient counts are five nullable columns (`recipients_read`, ...): all `NULL`
+//!   before `getsendresult` answered, all set after, so they can be queried one by one;
+//! - `schedule` is the scheduler's private memory as opaque JSON text: the store never looks
+//!   inside, so the scheduler can change its shape without a migration.
+
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+use super::store::{StoreError, TaskStore};
+use super::task::{ResultFetch, SendStatus, Task, TaskKey, TaskState};
+use crate::dingtalk::RecipientCounts;
+
+/// How long a statement waits for another connection's lock (a backup tool, the `sqlite3`
+/// shell) before it fails, instead of failing at once with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One step of the schema's history. Version `n` turns a database of version `n - 1` into
+/// version `n`; it runs in one transaction together with the bump of `user_version`, so a crash
+/// leaves either the old or the new schema, never half of one.
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+/// The schema's history, oldest first. A migration that has shipped is never edited: a change
+/// is a new entry at the end, and the binary then knows the schema up to that version and
+/// refuses files written by a newer one. Adding a column, for example, would be:
+///
+/// ```text
+/// Migration {
+///     version: 2,
+///     sql: "ALTER TABLE tasks ADD COLUMN app TEXT NOT NULL DEFAULT '';",
+/// },
+/// ```
+///
+/// together with reading and writing the new column in [`TASK_COLUMNS`], `task_values` and
+/// `task_from_row`. The unit test `a_second_migration_upgrades_a_version_1_file` runs exactly
+/// that against a file written by version 1.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: "
+        CREATE TABLE tasks (
+            agent_id BIGINT NOT NULL,
+            task_id BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            status TEXT,
+            progress_ratio DOUBLE PRECISION,
+            created_at_ms BIGINT NOT NULL,
+            last_poll_at_ms BIGINT,
+            last_progress_change_at_ms BIGINT NOT NULL,
+            last_errcode BIGINT,
+            ended_at_ms BIGINT,
+            next_poll_at_ms BIGINT,
+            metered_calls BIGINT NOT NULL,
+            recipients_read BIGINT,
+            recipients_unread BIGINT,
+            recipients_failed BIGINT,
+            recipients_forbidden BIGINT,
+            recipients_invalid BIGINT,
+            result_fetch TEXT NOT NULL,
+            result_errcode BIGINT,
+            schedule TEXT NOT NULL,
+            PRIMARY KEY (agent_id, task_id)
+        );
+        CREATE TABLE month_calls (
+            month TEXT NOT NULL PRIMARY KEY,
+            calls BIGINT NOT NULL
+        );
+        CREATE TABLE exporter_state (
+            key TEXT NOT NULL PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+    ",
+}];
+
+/// The newest schema this binary can read and write.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// The columns of `tasks` in the order `task_values` writes them and `task_from_row` reads them.
+const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_ratio, \
+    created_at_ms, last_poll_at_ms, last_progress_change_at_ms, last_errcode, ended_at_ms, \
+    next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
+    recipients_forbidden, recipients_invalid, result_fetch, result_errcode, schedule";
+const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+
+/// Registers a task unless its key is stored already, which it leaves untouched.
+static INSERT_NEW_TASK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
+         ON CONFLICT (agent_id, task_id) DO NOTHING"
+    )
+});
+
+/// Stores a task whole, replacing every column of a stored one.
+static UPSERT_TASK: LazyLock<String> = LazyLock::new(|| {
+    let updates = TASK_COLUMNS
+        .split(", ")
+        .filter(|column| !matches!(*column, "agent_id" | "task_id"))
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ({TASK_PLACEHOLDERS}) \
+         ON CONFLICT (agent_id, task_id) DO UPDATE SET {updates}"
+    )
+});
+
+/// The tasks and counters in one SQLite file.
+pub struct SqliteStore {
+    /// One connection: SQLite serialises writers anyway, and a single connection makes every
+    /// method's transaction see the previous method's commit.
+    conn: Mutex<Connection>,
+    /// Named in every error, so an operator knows which file to look at.
+    path: PathBuf,
+}
+
+/// What went wrong inside a transaction, before it is worded for the operator.
+enum Failure {
+    Sql(rusqlite::Error),
+    /// A stored or given value the store cannot represent (a negative count read back, a
+    /// count past `i64::MAX`, an unknown state word).
+    Data(String),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(err: rusqlite::Error) -> Failure {
+        Failure::Sql(err)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the store at `path` and brings its schema up to date.
+    /// Refuses a file that is not SQLite, a SQLite file of another application, and a file
+    /// written by a newer version of the exporter.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |what: &str, err: &dyn std::fmt::Display| {
+            StoreError(format!("{}: {what}: {err}", path.display()))
+        };
+        let mut conn =
+            Connection::open(path).map_err(|err| fail("cannot open the database", &err))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|err| fail("cannot configure the database", &err))?;
+        // The first statement that reads the file is where SQLite notices it is not a database.
+        let journal_mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|err| {
+                fail(
+                    "cannot use the file as the exporter's database (is it a SQLite file?)",
+                    &err,
+                )
+            })?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            return Err(fail(
+                "cannot switch to write-ahead logging",
+                &format!("journal mode stays {journal_mode:?}"),
+            ));
+        }
+        // FULL: with WAL, NORMAL may lose the last commits on power loss; an acknowledged
+        // registration must not be lost.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|err| fail("cannot configure the database", &err))?;
+        migrate(&mut conn, MIGRATIONS)
+            .map_err(|err| StoreError(format!("{}: {err}", path.display())))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a method drops its open transaction, which rolls it back, so the
+        // connection behind a poisoned lock is still consistent.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `work` in one transaction and commits it; errors say what was being done.
+    fn transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        what: impl FnOnce() -> String,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(behavior)?;
+            let value = work(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|failure| {
+            let cause = match failure {
+                Failure::Sql(err) => err.to_string(),
+                Failure::Data(text) => text,
+            };
+            StoreError(format!("{}: {}: {cause}", self.path.display(), what()))
+        })
+    }
+
+    /// A write transaction takes the write lock at `BEGIN`, so it waits (busy timeout) for
+    /// another writer instead of failing halfway when it upgrades from a read lock.
+    fn write<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Immediate, what, work)
+    }
+
+    fn read<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        self.transaction(TransactionBehavior::Deferred, what, work)
+    }
+}
+
+/// Brings the schema up to the last of `migrations`, each step in its own transaction.
+fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), String> {
+    let known = migrations.last().map_or(0, |last| last.version);
+    for migration in migrations {
+        // IMMEDIATE: two processes opening a new file at once cannot both run a migration.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|err| format!("cannot read the schema version: {err}"))?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|err| format!("cannot read the schema version: {err}"))?;
+        if version > known {
+            return Err(format!(
+                "the database has schema version {version}, newer than the {known} this \
+                 dingtalk-exporter knows; it was written by a newer release: run that \
+                 release, or point --storage.path at another file"
+            ));
+        }
+        if version >= migration.version {
+            continue;
+        }
+        if version == 0 {
+            refuse_foreign_tables(&tx)?;
+        }
+        let apply = || -> rusqlite::Result<()> {
+            tx.execute_batch(migration.sql)?;
+            tx.pragma_update(None, "user_version", migration.version)
+        };
+        apply().and_then(|()| tx.commit()).map_err(|err| {
+            format!(
+                "cannot migrate the schema to version {}: {err}",
+                migration.version
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A file with schema version 0 is new only if it holds no tables: anything else is another
+/// application's SQLite database, which the exporter must not write into.
+fn refuse_foreign_tables(tx: &Transaction<'_>) -> Result<(), String> {
+    let foreign: Option<String> = tx
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|err| format!("cannot read the schema: {err}"))?;
+    match foreign {
+        Some(table) => Err(format!(
+            "the file is a SQLite database of another application (it has a table {table:?} but \
+             no dingtalk-exporter schema version); point --storage.path at a new file"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl TaskStore for SqliteStore {
+    fn insert_new(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError> {
+        self.write(
+            || format!("cannot register {} task(s)", tasks.len()),
+            |tx| {
+                let mut insert = tx.prepare_cached(&INSERT_NEW_TASK)?;
+                let mut created = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    let inserted =
+                        insert.execute(rusqlite::params_from_iter(task_values(task)?))?;
+                    created.push(inserted == 1);
+                }
+                Ok(created)
+            },
+        )
+    }
+
+    fn save(&self, tasks: &[Task]) -> Result<(), StoreError> {
+        self.write(
+            || format!("cannot save {} task(s)", tasks.len()),
+            |tx| {
+                let mut upsert = tx.prepare_cached(&UPSERT_TASK)?;
+                for task in tasks {
+                    upsert.execute(rusqlite::params_from_iter(task_values(task)?))?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn remove(&self, key: TaskKey) -> Result<bool, StoreError> {
+        self.write(
+            || format!("cannot remove task {}/{}", key.agent_id, key.task_id),
+            |tx| {
+                let removed = tx.execute(
+                    "DELETE FROM tasks WHERE agent_id = ?1 AND task_id = ?2",
+                    (key.agent_id, key.task_id),
+                )?;
+                Ok(removed > 0)
+            },
+        )
+    }
+
+    fn load_all(&self) -> Result<Vec<Task>, StoreError> {
+        self.read(
+            || "cannot load the tracked tasks".to_string(),
+            |tx| {
+                let mut select = tx.prepare(&format!("SELECT {TASK_COLUMNS} FROM tasks"))?;
+                let mut rows = select.query([])?;
+                let mut tasks = Vec::new();
+                while let Some(row) = rows.next()? {
+                    tasks.push(task_from_row(row)?);
+                }
+                Ok(tasks)
+            },
+        )
+    }
+
+    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
+        self.read(
+            || format!("cannot read the call counter of {month}"),
+            |tx| {
+                let calls: Option<i64> = tx
+                    .query_row(
+                        "SELECT calls FROM month_calls WHERE month = ?1",
+                        [month],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                calls.map_or(Ok(0), |calls| to_count("month_calls.calls", calls))
+            },
+        )
+    }
+
+    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+        self.write(
+            || format!("cannot count {calls} call(s) in {month}"),
+            |tx| {
+                let total: i64 = tx.query_row(
+                    "INSERT INTO month_calls (month, calls) VALUES (?1, ?2) \
+                     ON CONFLICT (month) DO UPDATE SET calls = month_calls.calls + excluded.calls \
+                     RETURNING calls",
+                    (month, to_column("calls", calls)?),
+                    |row| row.get(0),
+                )?;
+                to_count("month_calls.calls", total)
+            },
+        )
+    }
+
+    fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(
+            || format!("cannot read the exporter state {key:?}"),
+            |tx| {
+                Ok(tx
+                    .query_row(
+                        "SELECT value FROM exporter_state WHERE key = ?1",
+                        [key],
+                        |row| row.get(0),
+                    )
+                    .optional()?)
+            },
+        )
+    }
+
+    fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.write(
+            || format!("cannot write the exporter state {key:?}"),
+            |tx| {
+                match value {
+                    Some(value) => tx.execute(
+                        "INSERT INTO exporter_state (key, value) VALUES (?1, ?2) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )?,
+                    None => tx.execute("DELETE FROM exporter_state WHERE key = ?1", [key])?,
+                };
+                Ok(())
+            },
+        )
+    }
+}
+
+/// A count as a `BIGINT`; counts past `i64::MAX` cannot happen in practice and are refused
+/// rather than wrapped.
+fn to_column(field: &str, count: u64) -> Result<i64, Failure> {
+    i64::try_from(count)
+        .map_err(|_| Failure::Data(format!("{field} = {count} is too large to store")))
+}
+
+/// A `BIGINT` read back as a count; a negative one means the file was edited by hand.
+fn to_count(field: &str, stored: i64) -> Result<u64, Failure> {
+    u64::try_from(stored)
+        .map_err(|_| Failure::Data(format!("{field} holds a negative count {stored}")))
+}
+
+fn result_fetch_word(fetch: ResultFetch) -> &'static str {
+    match fetch {
+        ResultFetch::Pending => "pending",
+        ResultFetch::Fetched => "fetched",
+        ResultFetch::Refused { .. } => "refused",
+        ResultFetch::Unavailable => "unavailable",
+    }
+}
+
+/// The values of [`TASK_COLUMNS`] for one task.
+fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
+    let integer = |value: Option<i64>| value.map_or(Value::Null, Value::Integer);
+    let count = |field: &str, value: Option<u64>| -> Result<Value, Failure> {
+        value.map_or(Ok(Value::Null), |count| {
+            to_column(field, count).map(Value::Integer)
+        })
+    };
+    let recipients = task.recipients;
+    let schedule = serde_json::to_string(&task.schedule)
+        .map_err(|err| Failure::Data(format!("schedule cannot be written as JSON: {err}")))?;
+    let refused_errcode = match task.result_fetch {
+        ResultFetch::Refused { errcode } => Some(errcode),
+        ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
+    };
+    Ok(vec![
+        Value::Integer(task.key.agent_id),
+        Value::Integer(task.key.task_id),
+        Value::Text(task.name.clone()),
+        Value::Text(task.state.as_str().to_string()),
+        task.status.map_or(Value::Null, |status| {
+            Value::Text(status.as_str().to_string())
+        }),
+        task.progress_ratio.map_or(Value::Null, Value::Real),
+        Value::Integer(task.created_at_ms),
+        integer(task.last_poll_at_ms),
+        Value::Integer(task.last_progress_change_at_ms),
+        integer(task.last_errcode),
+        integer(task.ended_at_ms),
+        integer(task.next_poll_at_ms),
+        Value::Integer(to_column("metered_calls", task.metered_calls)?),
+        count("recipients_read", recipients.map(|r| r.read))?,
+        count("recipients_unread", recipients.map(|r| r.unread))?,
+        count("recipients_failed", recipients.map(|r| r.failed))?,
+        count("recipients_forbidden", recipients.map(|r| r.forbidden))?,
+        count("recipients_invalid", recipients.map(|r| r.invalid))?,
+        Value::Text(result_fetch_word(task.result_fetch).to_string()),
+        integer(refused_errcode),
+        Value::Text(schedule),
+    ])
+}
+
+/// One row of [`TASK_COLUMNS`] as a task; a value no release wrote is an error naming the task.
+fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
+    let key = TaskKey {
+        agent_id: row.get(0)?,
+        task_id: row.get(1)?,
+    };
+    let bad =
+        |what: String| Failure::Data(format!("task {}/{}: {what}", key.agent_id, key.task_id));
+    let count = |index: usize, field: &str| -> Result<Option<u64>, Failure> {
+        let stored: Option<i64> = row.get(index)?;
+        stored
+            .map(|value| {
+                u64::try_from(value).map_err(|_| bad(format!("{field} is negative ({value})")))
+            })
+            .transpose()
+    };
+
+    let state_word: String = row.get(3)?;
+    let state = TaskState::parse(&state_word)
+        .ok_or_else(|| bad(format!("unknown state {state_word:?}")))?;
+    let status = match row.get::<_, Option<String>>(4)? {
+        None => None,
+        Some(word) => {
+            Some(SendStatus::parse(&word).ok_or_else(|| bad(format!("unknown status {word:?}")))?)
+        }
+    };
+    let metered_calls =
+        count(12, "metered_calls")?.ok_or_else(|| bad("metered_calls is NULL".to_string()))?;
+    let recipient_columns = [
+        count(13, "recipients_read")?,
+        count(14, "recipients_unread")?,
+        count(15, "recipients_failed")?,
+        count(16, "recipients_forbidden")?,
+        count(17, "recipients_invalid")?,
+    ];
+    let recipients = match recipient_columns {
+        [None, None, None, None, None] => None,
+        [
+            Some(read),
+            Some(unread),
+            Some(failed),
+            Some(forbidden),
+            Some(invalid),
+        ] => Some(RecipientCounts {
+            read,
+            unread,
+            failed,
+            forbidden,
+            invalid,
+        }),
+        _ => return Err(bad("recipient counts are partly NULL".to_string())),
+    };
+    let fetch_word: String = row.get(18)?;
+    let refused_errcode: Option<i64> = row.get(19)?;
+    let result_fetch = match (fetch_word.as_str(), refused_errcode) {
+        ("pending", _) => ResultFetch::Pending,
+        ("fetched", _) => ResultFetch::Fetched,
+        ("unavailable", _) => ResultFetch::Unavailable,
+        ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
+        _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
+    };
+    let schedule_text: String = row.get(20)?;
+    let schedule = serde_json::from_str(&schedule_text)
+        .map_err(|err| bad(format!("schedule is not JSON: {err}")))?;
+
+    Ok(Task {
+        key,
+        name: row.get(2)?,
+        state,
+        status,
+        progress_ratio: row.get(5)?,
+        created_at_ms: row.get(6)?,
+        last_poll_at_ms: row.get(7)?,
+        last_progress_change_at_ms: row.get(8)?,
+        last_errcode: row.get(9)?,
+        ended_at_ms: row.get(10)?,
+        next_poll_at_ms: row.get(11)?,
+        metered_calls,
+        recipients,
+        result_fetch,
+        schedule,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tasks.db");
+        (dir, path)
+    }
+
+    /// Migrations are numbered 1, 2, 3, ... so that `user_version` names exactly which ran.
+    #[test]
+    fn migrations_are_numbered_consecutively_from_one() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, index as i64 + 1);
+        }
+        assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
+    }
+
+    /// A later release's migration upgrades a file written by version 1 and keeps its tasks.
+    #[test]
+    fn a_second_migration_upgrades_a_version_1_file() {
+        let (_dir, path) = scratch_file();
+        let store = SqliteStore::open(&path).expect("open");
+        let task = Task::registered(
+            TaskKey {
+                agent_id: 1,
+                task_id: 2,
+            },
+            "kept".into(),
+            1_000,
+        );
+        store
+            .insert_new(std::slice::from_ref(&task))
+            .expect("insert");
+        drop(store);
+
+        let with_second = [
+            Migration {
+                version: 1,
+                sql: MIGRATIONS[0].sql,
+            },
+            Migration {
+                version: 2,
+                sql: "ALTER TABLE tasks ADD COLUMN app TEXT NOT NULL DEFAULT '';",
+            },
+        ];
+        let mut conn = Connection::open(&path).expect("reopen");
+        migrate(&mut conn, &with_second).expect("migrate to 2");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, 2);
+        let (name, app): (String, String) = conn
+            .query_row("SELECT name, app FROM tasks", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .expect("row");
+        assert_eq!((name.as_str(), app.as_str()), ("kept", ""));
+
+        // This binary only knows version 1, so it now refuses the upgraded file.
+        drop(conn);
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("newer schema refused");
+        assert!(err.0.contains("schema version 2"), "{err}");
+    }
+
+    /// The store writes in WAL mode with full fsync, the settings its durability promise needs.
+    #[test]
+    fn connection_is_configured_for_durable_commits() {
+        let (_dir, path) = scratch_file();
+        let store = SqliteStore::open(&path).expect("open");
+        let conn = store.lock();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("journal mode");
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .expect("synchronous");
+        assert_eq!(mode, "wal");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+    }
+
+    /// A row edited into an impossible shape is reported with the task it belongs to.
+    #[test]
+    fn impossible_stored_values_are_reported_with_the_task() {
+        let (_dir, path) = scratch_file();
+        let store = SqliteStore::open(&path).expect("open");
+        let task = Task::registered(
+            TaskKey {
+                agent_id: 7,
+                task_id: 9,
+            },
+            String::new(),
+            0,
+        );
+        store.insert_new(&[task]).expect("insert");
+        store
+            .lock()
+            .execute("UPDATE tasks SET state = 'paused'", [])
+            .expect("edit");
+        let err = store.load_all().expect_err("unknown state");
+        assert!(
+            err.0.contains("task 7/9") && err.0.contains("\"paused\""),
+            "{err}"
+        );
+    }
+
+    /// A SQLite file of another application is refused, not written into.
+    #[test]
+    fn another_applications_database_is_refused() {
+        let (_dir, path) = scratch_file();
+        Connection::open(&path)
+            .expect("create")
+            .execute_batch("CREATE TABLE invoices (id INTEGER);")
+            .expect("foreign table");
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("foreign file refused");
+        assert!(
+            err.0.contains("another application") && err.0.contains("invoices"),
+            "{err}"
+        );
+    }
+}

@@ -40,4 +40,11 @@ pub trait TaskStore: Send + Sync {
 
     /// Adds `calls` to a quota month's counter and returns the new total.
     fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError>;
+
+    /// A small named fact the exporter keeps across restarts (such as the quota month in
+    /// which DingTalk answered 90020); `None` when it was never written or has been cleared.
+    fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Writes (`Some`) or clears (`None`) a named fact, committed before it returns.
+    fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
 }

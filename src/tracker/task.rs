@@ -43,7 +43,9 @@ impl TaskState {
     }
 
     pub fn parse(text: &str) -> Option<TaskState> {
-        TaskState::ALL.into_iter().find(|state| state.as_str() == text)
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
     }
 }
 
@@ -96,6 +98,8 @@ pub enum ResultFetch {
     Fetched,
     /// DingTalk refused (more than 100 recipients, outside 24 h, ...): recorded, not retried.
     Refused { errcode: i64 },
+    /// DingTalk could not be reached about it after several tries (network, throttles).
+    Unavailable,
 }
 
 /// Everything the exporter knows about one tracked task. Times are Unix milliseconds.

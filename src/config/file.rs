@@ -1,0 +1,277 @@
+//! The YAML config file as written, before merging with the flags and validating.
+//!
+//! Fields a user must give are still `Option`s here, so that a missing one is reported with
+//! every other problem instead of aborting the parse. Unknown keys are collected (with their
+//! path) rather than refused by serde, for the same reason: one run of `--config.check` names
+//! every misspelt key at once.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::duration::PromDuration;
+use crate::secret::Secret;
+
+use super::{LogFormat, LogLevel};
+
+/// The file's top level. Every section may be left out.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct FileConfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub web: WebSection,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub dingtalk: DingTalkSection,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub storage: StorageSection,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub poll: PollSection,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub task: TaskSection,
+    /// `--tasks.max`; its dotted name's section, `tasks`, is the list of static tasks.
+    pub tasks_max: Option<usize>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub log: LogSection,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub apps: Vec<AppEntry>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tasks: Vec<TaskEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct WebSection {
+    pub listen_address: Option<String>,
+    pub telemetry_path: Option<String>,
+    pub config_file: Option<PathBuf>,
+    pub api_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct DingTalkSection {
+    pub api_url: Option<String>,
+    pub app_key: Option<String>,
+    pub app_secret_file: Option<PathBuf>,
+    pub max_qps: Option<u32>,
+    pub monthly_call_budget: Option<u64>,
+    pub timeout: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct StorageSection {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct PollSection {
+    pub min_interval: Option<FileDuration>,
+    pub max_interval: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct TaskSection {
+    pub max_age: Option<FileDuration>,
+    pub retention: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct LogSection {
+    pub level: Option<LogLevel>,
+    pub format: Option<LogFormat>,
+}
+
+/// One entry of `apps`.
+#[derive(Debug, Deserialize)]
+pub(super) struct AppEntry {
+    pub name: Option<String>,
+    pub agent_id: Option<RawId>,
+    pub app_key: Option<String>,
+    pub app_secret_file: Option<PathBuf>,
+    pub app_secret: Option<Secret>,
+    pub api_url: Option<String>,
+}
+
+/// One entry of `tasks`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TaskEntry {
+    pub agent_id: Option<RawId>,
+    pub task_id: Option<RawId>,
+    pub name: Option<String>,
+}
+
+/// An `agent_id` or `task_id` as written: a YAML integer or a decimal string, like the task
+/// API accepts. A number outside `i64` is kept as text so that it is reported together with
+/// every other problem.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum RawId {
+    Number(i64),
+    OutOfRange(String),
+}
+
+impl<'de> Deserialize<'de> for RawId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdVisitor;
+
+        impl Visitor<'_> for IdVisitor {
+            type Value = RawId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer from 1 to 2^63-1")
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RawId, E> {
+                Ok(RawId::Number(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RawId, E> {
+                Ok(i64::try_from(value)
+                    .map(RawId::Number)
+                    .unwrap_or_else(|_| RawId::OutOfRange(value.to_string())))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<RawId, E> {
+                match text.parse::<i64>() {
+                    Ok(value) => Ok(RawId::Number(value)),
+                    Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                        Ok(RawId::OutOfRange(text.to_string()))
+                    }
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Str(text), &self)),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(IdVisitor)
+    }
+}
+
+/// A duration in the file. Parsed inside the visitor (not after reading a string, as
+/// [`PromDuration`]'s own `Deserialize` does) so that an error carries the key's full path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct FileDuration(pub PromDuration);
+
+impl<'de> Deserialize<'de> for FileDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+
+        impl Visitor<'_> for DurationVisitor {
+            type Value = FileDuration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration like 500ms, 5s, 1m, 1h30m or 1d")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<FileDuration, E> {
+                text.parse().map(FileDuration).map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+/// A section or list written with no value (`apps:` alone on its line) is an empty one.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Parses the file's text. Returns the keys this schema does not know (as `apps[1].secret`)
+/// alongside the parsed file, or the first error that stops parsing.
+pub(super) fn parse(text: &str) -> Result<(FileConfig, Vec<String>), String> {
+    let mut unknown_keys = Vec::new();
+    // An empty file, or one of comments only, is a file that sets nothing.
+    let parsed: Option<FileConfig> =
+        serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(text), |path| {
+            unknown_keys.push(format_path(&path))
+        })
+        .map_err(|err| err.to_string())?;
+    Ok((parsed.unwrap_or_default(), unknown_keys))
+}
+
+/// `apps[1].secret`, the way the rest of the error messages name keys.
+fn format_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", format_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = format_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => format_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Misspelt keys are found at every depth and named by their full path.
+    #[test]
+    fn unknown_keys_are_named_by_path() {
+        let (_, unknown) = parse(
+            "web:\n  listen_adress: ':1'\napps:\n  - name: a\n    secret: x\n  - name: b\n    agentid: 1\nfoo: 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            unknown,
+            [
+                "web.listen_adress",
+                "apps[0].secret",
+                "apps[1].agentid",
+                "foo"
+            ]
+        );
+    }
+
+    /// An empty file and empty sections set nothing instead of failing.
+    #[test]
+    fn empty_file_and_sections_are_empty() {
+        for text in ["", "# only a comment\n", "apps:\ntasks:\nweb:\n"] {
+            let (file, unknown) = parse(text).unwrap();
+            assert!(file.apps.is_empty() && file.tasks.is_empty(), "{text:?}");
+            assert!(unknown.is_empty());
+        }
+    }
+
+    /// Ids are accepted as YAML integers and as decimal strings; out-of-range ones are kept
+    /// for the validator to report.
+    #[test]
+    fn ids_accept_numbers_and_decimal_strings() {
+        let (file, _) = parse(
+            "tasks:\n  - {agent_id: 1, task_id: '2'}\n  - {agent_id: 9223372036854775808, task_id: -1}\n",
+        )
+        .unwrap();
+        assert_eq!(file.tasks[0].agent_id, Some(RawId::Number(1)));
+        assert_eq!(file.tasks[0].task_id, Some(RawId::Number(2)));
+        assert_eq!(
+            file.tasks[1].agent_id,
+            Some(RawId::OutOfRange("9223372036854775808".into()))
+        );
+        assert_eq!(file.tasks[1].task_id, Some(RawId::Number(-1)));
+        let err = parse("tasks:\n  - {agent_id: abc}\n").unwrap_err();
+        assert!(err.contains("tasks[0].agent_id"), "{err}");
+    }
+
+    /// A malformed duration is reported with its key, its line and the accepted forms.
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let err = parse("poll:\n  min_interval: 5 seconds\n").unwrap_err();
+        assert!(err.contains("poll.min_interval"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("like 500ms"), "{err}");
+        let err = parse("log:\n  level: verbose\n").unwrap_err();
+        assert!(err.contains("log.level"), "{err}");
+        let err = parse("dingtalk:\n  max_qps: many\n").unwrap_err();
+        assert!(err.contains("dingtalk.max_qps"), "{err}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Which handler answers which request.
+//!
+//! | path | methods |
+//! |---|---|
+//! | `/` | GET: the landing page |
+//! | the telemetry path (`/metrics`) | GET: the exposition |
+//! | `/-/healthy`, `/-/ready` | GET |
+//! | `/-/reload` | POST or PUT (a write: token or loopback) |
+//! | `/api/v1/tasks...` | the task API ([`super::api`]) |
+//!
+//! GET routes answer HEAD too (hyper leaves out the body). Unknown API paths get a JSON 404,
+//! other unknown paths a plain one; a known path with the wrong method gets 405 and `Allow`.
+//!
+//! Checks that guard every endpoint alike (the basic auth of `--web.config.file`) belong in
+//! [`handle`], before [`route`]; the bearer token of the task API's writes is checked by the
+//! write handlers themselves through [`guard_write`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{EXPECT, HeaderValue, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, StatusCode};
+
+use super::api::{self, MAX_BODY_BYTES};
+use super::auth::{WriteRefusal, authorize_write};
+use super::landing;
+use super::reply::{self, Answer};
+use super::server::ServerLimits;
+use crate::clock::now_ms;
+use crate::exporter::Exporter;
+use crate::metrics::{TEXT_FORMAT_CONTENT_TYPE, render_metrics_parts};
+
+/// What every request of one server shares.
+pub(super) struct Site {
+    pub exporter: Arc<Exporter>,
+    pub limits: ServerLimits,
+}
+
+/// How much of an unwanted body is read and dropped so the client can still read the answer
+/// (see [`reply::drain_body`]).
+const DRAIN_BUDGET: usize = 4 * MAX_BODY_BYTES;
+
+/// Answers one request from `peer`.
+pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: SocketAddr) -> Answer {
+    let (parts, mut body) = request.into_parts();
+    let answer = route(&parts, &mut body, site, peer.ip()).await;
+    // A client that sent `Expect: 100-continue` waits for our word before sending its body;
+    // reading it now would only invite a body that is refused anyway.
+    let awaits_continue = parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !body.is_end_stream() && !awaits_continue {
+        reply::drain_body(&mut body, DRAIN_BUDGET, site.limits.body_read_timeout).await;
+    }
+    answer
+}
+
+async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) -> Answer {
+    let path = parts.uri.path();
+    let is_read = matches!(parts.method, Method::GET | Method::HEAD);
+    if path == site.exporter.config().web.telemetry_path {
+        return if is_read {
+            metrics(site).await
+        } else {
+            reply::method_not_allowed("GET, HEAD", false)
+        };
+    }
+    match path {
+        "/" if is_read => landing_page(site).await,
+        "/-/healthy" if is_read => reply::text(StatusCode::OK, "dingtalk-exporter is healthy.\n"),
+        "/-/ready" if is_read => ready(&site.exporter),
+        "/" | "/-/healthy" | "/-/ready" => reply::method_not_allowed("GET, HEAD", false),
+        "/-/reload" => match parts.method {
+            Method::POST | Method::PUT => reload(parts, site, peer).await,
+            _ => reply::method_not_allowed("POST, PUT", false),
+        },
+        _ if path == "/api" || path.starts_with("/api/") => {
+            api::route(parts, body, site, peer).await
+        }
+        _ => reply::text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    }
+}
+
+async fn metrics(site: &Site) -> Answer {
+    let exporter = site.exporter.clone();
+    // Rendering is CPU work proportional to the tasks: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || render_metrics_parts(&exporter, now_ms())).await {
+        Ok(parts) => reply::chunked(
+            StatusCode::OK,
+            TEXT_FORMAT_CONTENT_TYPE,
+            parts.into_iter().map(Bytes::from),
+        ),
+        Err(err) => reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the metrics failed: {err}\n"),
+        ),
+    }
+}
+
+async fn landing_page(site: &Site) -> Answer {
+    let exporter = site.exporter.clone();
+    match tokio::task::spawn_blocking(move || landing::render(&exporter, now_ms())).await {
+        Ok(page) => reply::with_body(StatusCode::OK, reply::HTML, page),
+        Err(err) => reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the page failed: {err}\n"),
+        ),
+    }
+}
+
+fn ready(exporter: &Exporter) -> Answer {
+    if exporter.is_ready() {
+        reply::text(StatusCode::OK, "dingtalk-exporter is ready.\n")
+    } else {
+        reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dingtalk-exporter is not ready: its task store is not open or its configuration is not valid; see its log.\n",
+        )
+    }
+}
+
+/// Like Prometheus: 200 when the new configuration is in force, 500 with the reason when it
+/// was refused (the old configuration stays).
+async fn reload(parts: &Parts, site: &Site, peer: IpAddr) -> Answer {
+    if let Some(refusal) = guard_write(parts, peer, &site.exporter, false) {
+        return refusal;
+    }
+    match site.exporter.reload().await {
+        Ok(()) => {
+            tracing::info!("configuration reloaded");
+            reply::text(StatusCode::OK, "configuration reloaded\n")
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "configuration reload failed; the previous configuration stays");
+            reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "failed to reload the configuration, the previous one stays in force: {err}\n"
+                ),
+            )
+        }
+    }
+}
+
+/// `Some(answer)` when the write must be refused: 401 (with `WWW-Authenticate`) or 403.
+pub(super) fn guard_write(
+    parts: &Parts,
+    peer: IpAddr,
+    exporter: &Exporter,
+    as_json: bool,
+) -> Option<Answer> {
+    let config = exporter.config();
+    let refusal = authorize_write(&parts.headers, peer, config.web.api_token.as_ref()).err()?;
+    let (status, message, challenge) = match refusal {
+        WriteRefusal::Unauthenticated { message, challenge } => {
+            (StatusCode::UNAUTHORIZED, message, Some(challenge))
+        }
+        WriteRefusal::Forbidden { message } => (StatusCode::FORBIDDEN, message, None),
+    };
+    let mut answer = if as_json {
+        reply::error(status, message)
+    } else {
+        reply::text(status, message + "\n")
+    };
+    if let Some(challenge) = challenge {
+        answer
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    Some(answer)
+}

@@ -1,0 +1,144 @@
+//! Accepting connections: HTTP/1.1 with hyper, a cap on open connections, a deadline for
+//! request headers (which also closes idle keep-alive connections), and graceful shutdown.
+//!
+//! A connection goes: accept → (TLS handshake, when `--web.config.file` asks for it) →
+//! [`serve_connection`], which is generic over the byte stream so an encrypted one can be
+//! handed in as it is → [`super::routes::handle`] for each request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::routes::{Site, handle};
+use crate::exporter::Exporter;
+
+/// The server's protective limits.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Connections served at once; past it, new clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// How long shutdown waits for requests in flight before it gives up on them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the exporter's HTTP endpoints on `listener` until `shutdown` completes, then stops
+/// accepting, lets requests in flight finish (within [`ServerLimits::shutdown_grace`]) and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_limits(listener, exporter, ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] with other limits than the defaults.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let site = Arc::new(Site {
+        exporter,
+        limits: limits.clone(),
+    });
+    tokio::pin!(shutdown);
+
+    loop {
+        // Take a connection slot before accepting: at the cap, clients wait in the backlog
+        // instead of being accepted and starved.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: the condition passes, and a busy
+                    // loop would only make it worse.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Scrapes and API answers are small request/answer exchanges: send them at once.
+        let _ = stream.set_nodelay(true);
+        serve_connection(stream, peer, &http, &graceful, &site, permit);
+    }
+
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?limits.shutdown_grace,
+            "requests still in flight at shutdown were cut off"
+        );
+    }
+    Ok(())
+}
+
+/// Serves one connection in its own task; `permit` frees its slot when it closes.
+fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    site: &Arc<Site>,
+    permit: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let site = site.clone();
+    let service = service_fn(move |request| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(handle(request, &site, peer).await) }
+    });
+    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            // Clients that vanish or time out are routine; nothing to act on.
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}

@@ -1,0 +1,377 @@
+//! DingTalk's endpoints: request parameters in, DingTalk's answer out. No HTTP here; the
+//! server turns the answer into a response and applies faults and quirks.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::state::{State, TaskSpec};
+use super::timeline::SEND_RESULT_MAX_RECIPIENTS;
+
+const API_PREFIX: &str = "/topapi/message/corpconversation/";
+
+/// Each `asyncsend_v2` department stands for this many users.
+const USERS_PER_DEPT: usize = 10;
+/// `to_all_user` reaches an organisation of this many users.
+const ORGANISATION_SIZE: usize = 500;
+/// DingTalk sends to at most this many users per call.
+const MAX_SEND_USERS: usize = 5_000;
+
+/// The DingTalk APIs the simulator answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    GetToken,
+    GetSendProgress,
+    GetSendResult,
+    AsyncSend,
+    Unknown,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Endpoint {
+        if path == "/gettoken" {
+            return Endpoint::GetToken;
+        }
+        match path.strip_prefix(API_PREFIX) {
+            Some("getsendprogress") => Endpoint::GetSendProgress,
+            Some("getsendresult") => Endpoint::GetSendResult,
+            Some("asyncsend_v2") => Endpoint::AsyncSend,
+            _ => Endpoint::Unknown,
+        }
+    }
+
+    /// Whether calls count toward the monthly quota (token calls are exempt).
+    pub fn is_metered(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GetSendProgress | Endpoint::GetSendResult | Endpoint::AsyncSend
+        )
+    }
+}
+
+/// A DingTalk error answer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ApiError {
+    pub errcode: i64,
+    pub errmsg: String,
+    /// For errcode 88: the real cause and its message.
+    pub sub: Option<(String, String)>,
+}
+
+impl ApiError {
+    fn new(errcode: i64, errmsg: &str) -> Self {
+        ApiError {
+            errcode,
+            errmsg: errmsg.to_string(),
+            sub: None,
+        }
+    }
+
+    /// The topapi gateway's wrapper: errcode 88 carrying the real code as `sub_code`.
+    fn wrapped(sub_code: &str, sub_msg: &str) -> Self {
+        ApiError {
+            errcode: 88,
+            errmsg: format!("ding talk error[subcode={sub_code},submsg={sub_msg}]"),
+            sub: Some((sub_code.to_string(), sub_msg.to_string())),
+        }
+    }
+
+    pub fn unknown_path() -> Self {
+        ApiError::new(22, "不存在的API路径 (no such API)")
+    }
+
+    pub fn bad_credentials() -> Self {
+        ApiError::new(
+            40096,
+            "不合法的appKey或appSecret (invalid appKey or appSecret)",
+        )
+    }
+
+    pub fn blank_token() -> Self {
+        ApiError::wrapped("40000", "access_token为空 (access_token is blank)")
+    }
+
+    pub fn token_expired() -> Self {
+        ApiError::new(42001, "access_token超时 (access_token expired)")
+    }
+
+    pub fn token_invalid() -> Self {
+        ApiError::new(40014, "不合法的access_token (invalid access_token)")
+    }
+
+    pub fn token_invalid_wrapped() -> Self {
+        ApiError::wrapped("40014", "不合法的access_token (invalid access_token)")
+    }
+
+    pub fn invalid_parameter(detail: &str) -> Self {
+        ApiError::new(
+            40035,
+            &format!("不合法的参数 (invalid parameter): {detail}"),
+        )
+    }
+
+    pub fn qps_limited() -> Self {
+        ApiError::new(
+            90018,
+            "当前应用调用该接口超过每秒限制 (this app exceeded the API's calls per second)",
+        )
+    }
+
+    pub fn quota_exhausted() -> Self {
+        ApiError::new(
+            90020,
+            "企业本月API调用量已超过配额 (the organisation's monthly API quota is used up)",
+        )
+    }
+
+    pub fn busy() -> Self {
+        ApiError::new(-1, "系统繁忙 (system busy)")
+    }
+
+    /// The answer's JSON, without `request_id`.
+    pub fn to_json(&self) -> Value {
+        let mut body = json!({ "errcode": self.errcode, "errmsg": self.errmsg });
+        if let Some((sub_code, sub_msg)) = &self.sub {
+            body["sub_code"] = json!(sub_code);
+            body["sub_msg"] = json!(sub_msg);
+        }
+        body
+    }
+}
+
+/// A request's parameters: the query string, then the body (JSON object or form), later
+/// values winning. Every value is kept as text, as DingTalk accepts ids as numbers or strings.
+#[derive(Debug, Default)]
+pub(crate) struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn parse(query: Option<&str>, body: &[u8]) -> Params {
+        let mut params = HashMap::new();
+        let form_pairs = |bytes: &[u8]| {
+            form_urlencoded::parse(bytes)
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect::<Vec<_>>()
+        };
+        params.extend(form_pairs(query.unwrap_or_default().as_bytes()));
+        if body.trim_ascii_start().starts_with(b"{") {
+            if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
+                params.extend(fields.into_iter().map(|(name, value)| {
+                    let text = match value {
+                        Value::String(text) => text,
+                        other => other.to_string(),
+                    };
+                    (name, text)
+                }));
+            }
+        } else {
+            params.extend(form_pairs(body));
+        }
+        Params(params)
+    }
+
+    pub fn text(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or_default()
+    }
+
+    /// A positive integer id, given as a number or a decimal string.
+    fn id(&self, name: &str) -> Result<i64, ApiError> {
+        self.text(name)
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|&id| id > 0)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(&format!("{name} must be a positive integer"))
+            })
+    }
+}
+
+/// A successful answer's fields (besides `errcode`, `errmsg` and `request_id`), or the error.
+pub(crate) type Answer = Result<Value, ApiError>;
+
+/// Answers one call the way DingTalk would: credentials, token, QPS limit and quota first,
+/// then the API itself.
+pub(crate) fn answer(
+    state: &mut State,
+    endpoint: Endpoint,
+    params: &Params,
+    now_ms: i64,
+) -> Answer {
+    match endpoint {
+        Endpoint::Unknown => Err(ApiError::unknown_path()),
+        Endpoint::GetToken => get_token(state, params, now_ms),
+        Endpoint::GetSendProgress => authorise(state, endpoint, params, now_ms)
+            .and_then(|()| get_send_progress(state, params, now_ms)),
+        Endpoint::GetSendResult => authorise(state, endpoint, params, now_ms)
+            .and_then(|()| get_send_result(state, params, now_ms)),
+        Endpoint::AsyncSend => authorise(state, endpoint, params, now_ms)
+            .and_then(|()| async_send(state, params, now_ms)),
+    }
+}
+
+/// The checks before a topapi call is served: a valid token, then the app's QPS limit and
+/// the monthly quota.
+fn authorise(
+    state: &mut State,
+    endpoint: Endpoint,
+    params: &Params,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let app_key = state.authenticate(params.text("access_token"), now_ms)?;
+    state.admit(&app_key, endpoint, now_ms)
+}
+
+fn get_token(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+    let app_key = state
+        .app_with(params.text("appkey"), params.text("appsecret"))
+        .map(|app| app.app_key.clone())
+        .ok_or_else(ApiError::bad_credentials)?;
+    state.admit(&app_key, Endpoint::GetToken, now_ms)?;
+    let (token, expires_in) = state.issue_token(&app_key, now_ms);
+    Ok(json!({ "access_token": token, "expires_in": expires_in }))
+}
+
+/// The task named by `agent_id` and `task_id`, and how long ago it was created.
+fn find_task<'a>(
+    state: &'a State,
+    params: &Params,
+    now_ms: i64,
+) -> Result<(&'a super::state::SimTask, i64), ApiError> {
+    let agent_id = params.id("agent_id")?;
+    let task_id = params.id("task_id")?;
+    let task = state
+        .queryable_task(agent_id, task_id, now_ms)
+        .ok_or_else(|| ApiError::invalid_parameter("no such task for this agent_id"))?;
+    Ok((task, now_ms.saturating_sub(task.created_at_ms)))
+}
+
+fn get_send_progress(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+    let (task, elapsed_ms) = find_task(state, params, now_ms)?;
+    let (percent, status) = task.timeline.progress_at(elapsed_ms);
+    // DingTalk sends whole percents as integers (`100`, not `100.0`); only a scripted
+    // fractional stall point shows up as a fraction.
+    let percent = if percent.fract() == 0.0 {
+        json!(percent as i64)
+    } else {
+        json!(percent)
+    };
+    Ok(json!({ "progress": { "progress_in_percent": percent, "status": status } }))
+}
+
+fn get_send_result(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+    let (task, elapsed_ms) = find_task(state, params, now_ms)?;
+    if task.timeline.recipients > SEND_RESULT_MAX_RECIPIENTS {
+        // DingTalk documents that larger tasks get an error but not which; 40035 is the
+        // simulator's choice, being what this API answers for parameters it refuses.
+        return Err(ApiError::invalid_parameter(
+            "getsendresult only answers for tasks with at most 100 recipients",
+        ));
+    }
+    let result = task
+        .timeline
+        .send_result_at(elapsed_ms, |index| task.user_id(index));
+    Ok(json!({ "send_result": result }))
+}
+
+fn async_send(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+    let agent_id = params.id("agent_id")?;
+    if params.text("msg").trim().is_empty() {
+        return Err(ApiError::invalid_parameter("msg is required"));
+    }
+    let list = |name: &str| -> Vec<String> {
+        params
+            .text(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut user_ids = list("userid_list");
+    for dept in list("dept_id_list") {
+        user_ids.extend((1..=USERS_PER_DEPT).map(|n| format!("dept{dept}-user{n:02}")));
+    }
+    if params.text("to_all_user") == "true" {
+        user_ids = (1..=ORGANISATION_SIZE)
+            .map(|n| format!("staff{n:04}"))
+            .collect();
+    }
+    user_ids.sort();
+    user_ids.dedup();
+    if user_ids.is_empty() {
+        return Err(ApiError::invalid_parameter(
+            "give userid_list, dept_id_list or to_all_user",
+        ));
+    }
+    if user_ids.len() > MAX_SEND_USERS {
+        return Err(ApiError::invalid_parameter("at most 5000 users per call"));
+    }
+    let timeline = state
+        .behaviour
+        .send_timeline
+        .with_recipients(user_ids.len() as u32);
+    let spec = TaskSpec {
+        agent_id,
+        task_id: None,
+        timeline,
+        age_ms: 0,
+    };
+    let task_id = state
+        .add_task(spec, Some(user_ids), now_ms)
+        .map_err(|why| ApiError::invalid_parameter(&why))?;
+    Ok(json!({ "task_id": task_id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids arrive as JSON numbers, JSON strings or form fields alike; garbage gives no params.
+    #[test]
+    fn parameters_are_read_leniently() {
+        let json = Params::parse(
+            Some("access_token=abc"),
+            br#"{"agent_id":12,"task_id":"34"}"#,
+        );
+        assert_eq!(json.id("agent_id"), Ok(12));
+        assert_eq!(json.id("task_id"), Ok(34));
+        assert_eq!(json.text("access_token"), "abc");
+
+        let form = Params::parse(None, b"agent_id=12&task_id=34");
+        assert_eq!(form.id("task_id"), Ok(34));
+
+        let garbage = Params::parse(None, b"{\"agent_id\":");
+        assert_eq!(garbage.id("agent_id").unwrap_err().errcode, 40035);
+        let negative = Params::parse(None, br#"{"agent_id":-3}"#);
+        assert!(negative.id("agent_id").is_err());
+    }
+
+    /// Only DingTalk's exact paths are endpoints.
+    #[test]
+    fn paths_map_to_endpoints() {
+        assert_eq!(Endpoint::from_path("/gettoken"), Endpoint::GetToken);
+        assert_eq!(
+            Endpoint::from_path("/topapi/message/corpconversation/getsendprogress"),
+            Endpoint::GetSendProgress
+        );
+        assert_eq!(
+            Endpoint::from_path("/topapi/message/corpconversation/getsendprogress/x"),
+            Endpoint::Unknown
+        );
+        assert_eq!(Endpoint::from_path("/"), Endpoint::Unknown);
+    }
+
+    /// The 88 wrapper carries the real cause in sub_code and in errmsg.
+    #[test]
+    fn wrapped_errors_carry_the_sub_code() {
+        let body = ApiError::token_invalid_wrapped().to_json();
+        assert_eq!(body["errcode"], 88);
+        assert_eq!(body["sub_code"], "40014");
+        assert!(
+            body["errmsg"]
+                .as_str()
+                .unwrap()
+                .starts_with("ding talk error[subcode=40014,")
+        );
+    }
+}
