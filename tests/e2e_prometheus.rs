@@ -43,8 +43,10 @@ const VARIABLES: &[(&str, &str)] = &[
 
 /// How long the demo may take to print its URLs, and Prometheus to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long the demo has to expose every metric family, and every panel to get data.
-const DATA_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the demo has to expose every metric family, and every panel to get data. The
+/// last to come are the recipient counts: the demo's first fast task finishes 20 to 60
+/// seconds after start, and is then polled and asked for its delivery result.
+const DATA_TIMEOUT: Duration = Duration::from_secs(90);
 const POLL_PAUSE: Duration = Duration::from_millis(500);
 
 /// Alerts that a healthy demo must never have pending or firing: they would page every user.
