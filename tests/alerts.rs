@@ -131,8 +131,7 @@ fn every_alert_is_unit_tested_firing_and_silent() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Alerts are CamelCase with a `DingTalk` prefix, carry a known severity and the
-/// `summary`, `description` and `runbook_url` annotations, the URL naming the alert.
+/// Alerts are DingTalk-prefixed CamelCase with a severity, summary, description and runbook_url.
 #[test]
 fn alerts_follow_naming_and_annotation_conventions() {
     let mut problems = Vec::new();
@@ -186,8 +185,7 @@ fn every_runbook_url_points_at_a_readme_section() {
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
 
-/// Every metric a rule reads is exported by the exporter (or recorded by a rule of the file),
-/// and recording rules are named `level:metric:operations` and used by some rule.
+/// Rules read only exported or recorded metrics; recording rules are well named and used.
 #[test]
 fn every_metric_a_rule_reads_is_exported_or_recorded() {
     let golden = read_golden_families();

@@ -293,8 +293,7 @@ fn dashboard_validates_against_grafana_json_schema() {
     assert_no_problems("schema violations", problems);
 }
 
-/// template-datasource-rule: one Prometheus data source variable named and labelled as the
-/// linter expects.
+/// template-datasource-rule: one Prometheus data source variable, named and labelled as expected.
 #[test]
 fn datasource_variable_follows_linter_rules() {
     let dashboard = load_dashboard();
@@ -311,8 +310,7 @@ fn datasource_variable_follows_linter_rules() {
     assert_eq!(datasource["query"], "prometheus");
 }
 
-/// template-job-rule, template-instance-rule, template-label-promql-rule and
-/// template-on-time-change-reload-rule for the `job` and `instance` variables.
+/// template-job/instance/label-promql/reload rules: `job` and `instance` filter by exported jobs.
 #[test]
 fn job_and_instance_variables_follow_linter_rules() {
     let dashboard = load_dashboard();
@@ -377,8 +375,7 @@ fn job_and_instance_variables_follow_linter_rules() {
     assert_no_problems("variable problems", problems);
 }
 
-/// panel-datasource-rule and panel-no-targets-rule: every panel and every target queries the
-/// data source variable.
+/// panel-datasource and panel-no-targets rules: every panel and target queries `${datasource}`.
 #[test]
 fn every_panel_and_target_uses_the_datasource_variable() {
     let dashboard = load_dashboard();
@@ -409,8 +406,7 @@ fn every_panel_and_target_uses_the_datasource_variable() {
     assert_no_problems("panels not using ${datasource}", problems);
 }
 
-/// panel-title-description-rule and panel-units-rule: every panel says what it shows, what to
-/// do about it, and in which unit (or maps its values to words).
+/// panel-title-description and panel-units rules: each panel says what, what to do, in which unit.
 #[test]
 fn every_panel_has_title_description_and_unit() {
     let dashboard = load_dashboard();
@@ -462,8 +458,7 @@ fn every_panel_has_title_description_and_unit() {
     assert_no_problems("panels lacking title, description or unit", problems);
 }
 
-/// target-promql-rule, target-job-rule and target-instance-rule: every query is valid PromQL
-/// and every selector in it filters on `job=~"$job"` and `instance=~"$instance"`.
+/// target-promql/job/instance rules: valid PromQL, every selector filters `$job` and `$instance`.
 #[test]
 fn every_query_is_promql_that_filters_job_and_instance() {
     let dashboard = load_dashboard();
@@ -495,8 +490,7 @@ fn every_query_is_promql_that_filters_job_and_instance() {
     assert_no_problems("queries breaking the linter's PromQL rules", problems);
 }
 
-/// target-rate-interval-rule and target-counter-agg-rule: rates use `$__rate_interval`, and
-/// counters are only read through rate, irate or increase.
+/// target-rate-interval and counter-agg rules: rates use `$__rate_interval`, counters are rated.
 #[test]
 fn every_rate_uses_rate_interval_and_every_counter_is_rated() {
     let dashboard = load_dashboard();
@@ -569,8 +563,7 @@ fn every_query_uses_only_known_variables() {
     assert_no_problems("unknown variables", problems);
 }
 
-/// Panel ids are unique and every panel sits inside the 24-column grid without covering
-/// another, also inside the collapsed row.
+/// Panel ids are unique and panels stay inside the grid without overlaps, collapsed row included.
 #[test]
 fn panel_ids_are_unique_and_the_grid_has_no_overlaps() {
     let dashboard = load_dashboard();
@@ -642,8 +635,7 @@ fn grid_problems(panels: &[&Value]) -> Vec<String> {
     problems
 }
 
-/// Every metric a panel queries is in the exporter's exposition (the golden list that the
-/// end-to-end test keeps in step with the real `/metrics`).
+/// Every metric a panel queries is in the golden exposition, and every dingtalk family is shown.
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
     let dashboard = load_dashboard();
@@ -677,8 +669,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     assert!(unused.is_empty(), "families no panel shows: {unused:?}");
 }
 
-/// The golden exposition and interface.md list the same `dingtalk_*` metrics with the same
-/// types, so neither drifts from the other.
+/// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md.
 #[test]
 fn golden_metric_families_match_the_interface_contract() {
     let path = shared_path("interface.md");
@@ -705,8 +696,7 @@ fn golden_metric_families_match_the_interface_contract() {
     assert_eq!(exported, documented);
 }
 
-/// Field overrides address fields the panel really produces (after renames), so their units,
-/// colours and cell types apply.
+/// Field overrides name fields the panel really produces (after renames), so they apply.
 #[test]
 fn field_overrides_match_the_fields_they_style() {
     let dashboard = load_dashboard();

@@ -447,8 +447,7 @@ fn compare_with_golden(exposed: &BTreeMap<String, String>) -> Result<(), String>
     ))
 }
 
-/// The demo scraped by a real Prometheus gives every dashboard panel data, evaluates every
-/// alert rule without error, exposes metrics promtool accepts, and the golden metric families.
+/// Every panel query has data from the demo in a real Prometheus, whose rules run and alert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_has_data_from_the_demo_in_a_real_prometheus() {
     let Some(prometheus_bin) = prometheus_binary("prometheus") else {
