@@ -28,7 +28,7 @@ pub struct Running {
     scheduler: JoinHandle<()>,
 }
 
-/// Opens the store, starts the scheduler and the HTTP server.
+/// Opens the store, starts the scheduler and the HTTP server, and reloads on SIGHUP.
 pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
     let telemetry = Arc::new(Telemetry::new());
     let store: Arc<dyn TaskStore> =
@@ -119,6 +119,7 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
             let _ = server_stopping.wait_for(|stop| *stop).await;
         },
     ));
+    reload_on_sighup(exporter.clone());
     tracing::info!(address = %address, scheme, "dingtalk-exporter listening");
     Ok(Running {
         exporter,
@@ -193,17 +194,25 @@ pub async fn termination() {
 }
 
 /// Reloads the configuration on every SIGHUP, until the process stops.
+///
+/// The handler is in place when this returns: [`start`] calls it before saying it listens,
+/// so a SIGHUP sent as soon as the exporter is up (by a script, or systemd's `ExecReload`)
+/// reloads instead of killing the process, which is SIGHUP's default.
 pub fn reload_on_sighup(exporter: Arc<Exporter>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
             return;
         };
-        while hangups.recv().await.is_some() {
-            // The outcome is logged and published by reload itself.
-            let _ = exporter.reload().await;
-        }
-    });
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // The outcome is logged and published by reload itself.
+                let _ = exporter.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = exporter;
 }
