@@ -395,3 +395,52 @@ async fn sigterm_during_registrations_loses_no_acknowledged_task() {
         acknowledged.len()
     );
 }
+
+/// Oversized requests are refused before they cost anything: headers far over the 64 KiB
+/// limit get 431 (or a closed connection), a body over 1 MiB gets 413, and the exporter
+/// keeps serving.
+#[tokio::test]
+async fn oversized_headers_and_bodies_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_db_dir, db) = temp_db();
+    let exporter = ExporterProcess::start(&["--storage.path", &db], &[]);
+
+    // 200 KiB: past the limit even with hyper's read-ahead (under twice the limit), and
+    // well within hyper's own default of about 400 KiB, which would answer it.
+    let stream = tokio::net::TcpStream::connect(exporter.address)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let padding = "x".repeat(200 * 1024);
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
+    // The server answers and closes before reading it all: writing may fail, and reading
+    // meanwhile catches the answer before the connection is reset.
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(request.as_bytes()).await;
+        writer
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, reader.read_to_end(&mut answer)).await;
+    let _ = writing.await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+
+    let body = format!(
+        "[{}]",
+        vec!["{\"agent_id\":1,\"task_id\":1}"; 50_000].join(",")
+    );
+    assert!(body.len() > 1024 * 1024);
+    let response = reqwest::Client::new()
+        .post(exporter.url("/api/v1/tasks"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(get_text(&exporter.url("/-/healthy")).await.is_some());
+    assert!(tracked_ids(&exporter).await.is_empty());
+}

@@ -36,6 +36,9 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// How long a client may take to send a request body.
     pub body_read_timeout: Duration,
+    /// The most bytes of request line and headers read for one request; past it the
+    /// client gets 431. (hyper needs at least 8 KiB.)
+    pub max_header_bytes: usize,
     /// How long shutdown waits for requests in flight before it gives up on them.
     pub shutdown_grace: Duration,
 }
@@ -46,6 +49,9 @@ impl Default for ServerLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            // Scrapers and API clients send well under 1 KiB; 64 KiB leaves room for long
+            // cookies or tokens a proxy adds, and keeps a flood of headers cheap to refuse.
+            max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -82,7 +88,8 @@ pub async fn serve_with_web_config(
 ) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let site = Arc::new(Site {
