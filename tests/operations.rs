@@ -444,3 +444,57 @@ async fn oversized_headers_and_bodies_are_refused() {
     assert!(get_text(&exporter.url("/-/healthy")).await.is_some());
     assert!(tracked_ids(&exporter).await.is_empty());
 }
+
+/// `track` registers through basic auth given in the exporter URL, and never prints the
+/// password, not even when it is refused.
+#[tokio::test]
+async fn track_passes_basic_auth_from_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let web_config = dir.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "basic_auth_users:\n  ops: {}\n",
+            bcrypt_hash("track-password-5e2a")
+        ),
+    )
+    .unwrap();
+    let (_db_dir, db) = temp_db();
+    let exporter = ExporterProcess::start(
+        &[
+            "--storage.path",
+            &db,
+            "--web.config.file",
+            web_config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let track = |password: &str| {
+        Command::new(binary())
+            .args(["track", "--agent-id", "7", "--task-id", "70"])
+            .args([
+                "--exporter.url",
+                &format!("http://ops:{password}@{}", exporter.address),
+            ])
+            .output()
+            .unwrap()
+    };
+    let refused = track("wrong-password-0b9c");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("basic auth"), "{said}");
+    assert!(!said.contains("wrong-password-0b9c"), "{said}");
+
+    let accepted = track("track-password-5e2a");
+    let said = String::from_utf8_lossy(&accepted.stdout);
+    assert!(accepted.status.success(), "{said}");
+    assert!(!said.contains("track-password-5e2a"), "{said}");
+    let client = reqwest::Client::new();
+    let answer = client
+        .get(exporter.url("/api/v1/tasks/7/70"))
+        .basic_auth("ops", Some("track-password-5e2a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
