@@ -98,6 +98,10 @@ fn config_check_names_web_config_problems() {
         files.write_config("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n");
     let (valid, text) = config_check(&["--web.config.file", path.to_str().unwrap()]);
     assert!(valid, "{text}");
+    assert!(
+        text.contains("(TLS 1.2 to 1.3, no client certificates; no basic auth)"),
+        "{text}"
+    );
 }
 
 /// The binary refuses to start with a broken web config, saying why.

@@ -388,15 +388,23 @@ impl Resolver {
         // catch what the HTTP server would refuse.
         let config_file =
             self.pick_path(WEB_CONFIG_FILE, flags.config_file.clone(), file.config_file);
-        if let Some((path, origin)) = &config_file
-            && let Err(errors) = crate::http::WebConfig::load(path)
-        {
-            for problem in errors.0 {
-                let problem = match problem.key.as_str() {
-                    "" => problem.problem,
-                    key => format!("{}: {key}: {}", path.display(), problem.problem),
-                };
-                self.error(WEB_CONFIG_FILE.name(*origin), problem);
+        if let Some((path, origin)) = &config_file {
+            match crate::http::WebConfig::load(path) {
+                // `--config.check` shows what the file sets beside its path.
+                Ok(web_config) => {
+                    if let Some(setting) = self.settings.last_mut() {
+                        setting.value = format!("{} ({})", setting.value, web_config.summary());
+                    }
+                }
+                Err(errors) => {
+                    for problem in errors.0 {
+                        let problem = match problem.key.as_str() {
+                            "" => problem.problem,
+                            key => format!("{}: {key}: {}", path.display(), problem.problem),
+                        };
+                        self.error(WEB_CONFIG_FILE.name(*origin), problem);
+                    }
+                }
             }
         }
         let api_token = self

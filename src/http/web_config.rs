@@ -445,10 +445,6 @@ impl WebConfigWatch {
         }
         state.current.clone()
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]
