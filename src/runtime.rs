@@ -1,6 +1,7 @@
 //! Assembles the exporter (store, call gate, DingTalk clients, tracker, scheduler, HTTP
-//! server with its web config), runs it, and stops it cleanly: the server stops accepting, requests and polls in
-//! flight finish, their results are saved, and only then does the process exit.
+//! server with its web config), runs it, and stops it cleanly: the server stops accepting,
+//! requests and polls in flight finish, their results are saved, and only then does the
+//! process exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
