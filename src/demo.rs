@@ -63,7 +63,6 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         config::load_demo(&reload_args, target.clone()).map_err(|err| err.to_string())
     });
     let running = runtime::start(config, source).await?;
-    runtime::reload_on_sighup(running.exporter.clone());
 
     let host = match running.address.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),

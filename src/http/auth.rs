@@ -62,7 +62,7 @@ pub fn authorize_write(
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     scheme
