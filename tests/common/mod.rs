@@ -180,3 +180,64 @@ pub fn temp_db() -> (tempfile::TempDir, String) {
 pub fn exists(path: &str) -> bool {
     Path::new(path).exists()
 }
+
+/// A simulator that knows one app, `app_key` with `app_secret`.
+pub async fn start_simulator(
+    app_key: &str,
+    app_secret: &str,
+    behaviour: dingtalk_exporter::simulator::Behaviour,
+) -> dingtalk_exporter::simulator::Simulator {
+    use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator};
+    Simulator::start(SimConfig {
+        apps: vec![SimApp::new(app_key, app_secret)],
+        behaviour,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+/// The exporter polling `sim` with `app_key` (its secret through `DINGTALK_APP_SECRET`),
+/// storing into `db`, with `flags` (pairs of flag and value; a flag given in `extra` wins).
+pub fn exporter_against(
+    sim: &dingtalk_exporter::simulator::Simulator,
+    (app_key, app_secret): (&str, &str),
+    db: &str,
+    flags: &[(&str, &str)],
+    extra: &[&str],
+) -> ExporterProcess {
+    let mut args = vec![
+        "--dingtalk.api-url",
+        sim.url(),
+        "--dingtalk.app-key",
+        app_key,
+        "--storage.path",
+        db,
+    ];
+    for (flag, value) in flags {
+        if !extra.contains(flag) {
+            args.extend_from_slice(&[flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    ExporterProcess::start(&args, &[("DINGTALK_APP_SECRET", app_secret)])
+}
+
+/// One task as the task API answers it, if tracked.
+pub async fn task_json(
+    exporter: &ExporterProcess,
+    agent_id: i64,
+    task_id: i64,
+) -> Option<serde_json::Value> {
+    let text = get_text(&exporter.url(&format!("/api/v1/tasks/{agent_id}/{task_id}"))).await?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One sample of the exporter's `/metrics`.
+pub async fn metric(
+    exporter: &ExporterProcess,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    sample(&get_text(&exporter.url("/metrics")).await?, name, labels)
+}
