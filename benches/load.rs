@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ExporterProcess, temp_db};
-use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator, TaskSpec, Timeline};
+use common::{exporter_against, start_simulator, temp_db};
+use dingtalk_exporter::simulator::{Behaviour, TaskSpec, Timeline};
 use serde_json::{Value, json};
 
 const APP_KEY: &str = "dingloadapp";
@@ -187,12 +187,7 @@ async fn run() {
     let registrars = argument("--registrars", 10);
     let seconds = argument("--seconds", 20);
 
-    let sim = Simulator::start(SimConfig {
-        apps: vec![SimApp::new(APP_KEY, SECRET)],
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts");
+    let sim = start_simulator(APP_KEY, SECRET, Behaviour::default()).await;
     // Long deliveries, some stalled, so every task stays active and is polled during the run.
     let task_ids: Vec<i64> = (0..tasks)
         .map(|index| {
@@ -214,18 +209,12 @@ async fn run() {
     let (_dir, db) = temp_db();
     // Room for each registration client's one short-lived task on top of the tracked ones.
     let tasks_max = (tasks as u64 + registrars).to_string();
-    let exporter = ExporterProcess::start(
-        &[
-            "--tasks.max",
-            &tasks_max,
-            "--dingtalk.api-url",
-            sim.url(),
-            "--dingtalk.app-key",
-            APP_KEY,
-            "--storage.path",
-            &db,
-        ],
-        &[("DINGTALK_APP_SECRET", SECRET)],
+    let exporter = exporter_against(
+        &sim,
+        (APP_KEY, SECRET),
+        &db,
+        &[("--tasks.max", &tasks_max)],
+        &[],
     );
     let pid = exporter.child.id();
     let base = format!("http://{}", exporter.address);

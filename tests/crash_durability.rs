@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ExporterProcess, eventually, get_text, temp_db};
-use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator};
+use common::{ExporterProcess, eventually, exporter_against, get_text, start_simulator, temp_db};
+use dingtalk_exporter::simulator::{Behaviour, Simulator};
 use rusqlite::OpenFlags;
 use serde_json::Value;
 
@@ -24,21 +24,16 @@ const CLIENTS: usize = 4;
 type Acknowledged = BTreeMap<(i64, i64), String>;
 
 fn start_exporter(sim: &Simulator, db: &str) -> ExporterProcess {
-    ExporterProcess::start(
+    // Poll at once and often: the poller's saves race the registrations to the disk.
+    exporter_against(
+        sim,
+        (APP_KEY, SECRET),
+        db,
         &[
-            "--dingtalk.api-url",
-            sim.url(),
-            "--dingtalk.app-key",
-            APP_KEY,
-            "--storage.path",
-            db,
-            // Poll at once and often: the poller's saves race the registrations to the disk.
-            "--poll.min-interval",
-            "100ms",
-            "--poll.max-interval",
-            "1s",
+            ("--poll.min-interval", "100ms"),
+            ("--poll.max-interval", "1s"),
         ],
-        &[("DINGTALK_APP_SECRET", SECRET)],
+        &[],
     )
 }
 
@@ -148,12 +143,7 @@ async fn assert_nothing_lost(
 /// several rounds, and the database file passes `PRAGMA integrity_check` after every kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_registrations_survive_sigkill_of_the_binary() {
-    let sim = Simulator::start(SimConfig {
-        apps: vec![SimApp::new(APP_KEY, SECRET)],
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts");
+    let sim = start_simulator(APP_KEY, SECRET, Behaviour::default()).await;
     let (_dir, db) = temp_db();
     let acknowledged = Arc::new(Mutex::new(Acknowledged::new()));
     let refusals = Arc::new(Mutex::new(Vec::new()));

@@ -5,7 +5,7 @@
 //!
 //! Each phase ends on a condition, never after a fixed time: the faults last until every
 //! kind was injected, the scraper saw DingTalk down and every simulated task reached its
-//! final state. The soak takes about 25 s.
+//! final state. The soak takes 15 to 25 s.
 
 mod common;
 
@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{ExporterProcess, eventually, get_text, sample, temp_db};
+use common::{
+    eventually, exporter_against, get_text, metric, sample, start_simulator, task_json, temp_db,
+};
 use dingtalk_exporter::simulator::{
-    FaultConfig, FaultKind, SimApp, SimConfig, Simulator, TaskView, Timeline,
+    Behaviour, FaultConfig, FaultKind, Simulator, TaskView, Timeline,
 };
 use serde_json::Value;
 
@@ -197,15 +199,7 @@ fn mismatch(exposition: &str, truth: &TaskView) -> Option<String> {
 /// interval (plus the IP-ban pause and the QPS queue, see below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporter_tells_the_truth_through_a_fault_storm() {
-    let sim = Arc::new(
-        Simulator::start(SimConfig {
-            apps: vec![SimApp::new(APP_KEY, SECRET)],
-            seed: 6,
-            ..SimConfig::default()
-        })
-        .await
-        .expect("the simulator starts"),
-    );
+    let sim = Arc::new(start_simulator(APP_KEY, SECRET, Behaviour::default()).await);
     let task_ids: Vec<i64> = scripted_tasks()
         .into_iter()
         .map(|timeline| sim.add_task(AGENT, timeline))
@@ -221,24 +215,17 @@ async fn exporter_tells_the_truth_through_a_fault_storm() {
     let (_dir, db) = temp_db();
     let max_interval = format!("{}ms", MAX_INTERVAL.as_millis());
     let max_qps = MAX_QPS.to_string();
-    let mut exporter = ExporterProcess::start(
+    let mut exporter = exporter_against(
+        &sim,
+        (APP_KEY, SECRET),
+        &db,
         &[
-            "--dingtalk.api-url",
-            sim.url(),
-            "--dingtalk.app-key",
-            APP_KEY,
-            "--storage.path",
-            &db,
-            "--poll.min-interval",
-            "100ms",
-            "--poll.max-interval",
-            &max_interval,
-            "--dingtalk.timeout",
-            "500ms",
-            "--dingtalk.max-qps",
-            &max_qps,
+            ("--poll.min-interval", "100ms"),
+            ("--poll.max-interval", &max_interval),
+            ("--dingtalk.timeout", "500ms"),
+            ("--dingtalk.max-qps", &max_qps),
         ],
-        &[("DINGTALK_APP_SECRET", SECRET)],
+        &[],
     );
     let batch: Vec<Value> = task_ids
         .iter()
@@ -313,12 +300,9 @@ async fn exporter_tells_the_truth_through_a_fault_storm() {
     .await;
     let converged_after = calm_since.elapsed();
     for task_id in UNKNOWN_TASKS {
-        let answer: Value = serde_json::from_str(
-            &get_text(&exporter.url(&format!("/api/v1/tasks/{AGENT}/{task_id}")))
-                .await
-                .expect("the unknown task is still tracked"),
-        )
-        .unwrap();
+        let answer = task_json(&exporter, AGENT, task_id)
+            .await
+            .expect("the unknown task is still tracked");
         assert_eq!(answer["state"], "invalid", "{answer}");
         assert_eq!(answer["last_errcode"], 40035, "{answer}");
     }
@@ -377,9 +361,8 @@ async fn exporter_tells_the_truth_through_a_fault_storm() {
         !logs.contains("failed unexpectedly"),
         "a poll died:\n{logs}"
     );
-    let refreshes = get_text(&exporter.url("/metrics"))
+    let refreshes = metric(&exporter, "dingtalk_token_refreshes_total", &[])
         .await
-        .and_then(|text| sample(&text, "dingtalk_token_refreshes_total", &[]))
         .unwrap_or(0.0);
     assert!(refreshes >= 2.0, "{refreshes} token refreshes");
 
