@@ -368,6 +368,29 @@ impl DingTalkClient {
         self.limiter.acquire(api).await;
         // A ban may have begun while this call waited for its slot.
         self.ip_ban.check(now_ms())?;
+        // And another call may have refreshed the token meanwhile: sending the one taken
+        // before the wait would spend a metered call on a sure 40014.
+        let refreshed;
+        let request = match request {
+            Request::Task {
+                api,
+                token,
+                agent_id,
+                task_id,
+            } => match self.tokens.current(now_ms()) {
+                Some(current) if current != *token => {
+                    refreshed = current;
+                    Request::Task {
+                        api,
+                        token: &refreshed,
+                        agent_id,
+                        task_id,
+                    }
+                }
+                _ => request,
+            },
+            Request::Token => request,
+        };
 
         let api_label = [api.as_str()];
         self.telemetry
