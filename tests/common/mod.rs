@@ -70,12 +70,16 @@ impl ExporterProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    if line.contains("listening")
-                        && let Some(address) = parse_address(&line)
-                    {
+                    let address = line
+                        .contains("listening")
+                        .then(|| parse_address(&line))
+                        .flatten();
+                    // Logged before the address is announced, so whoever waits for the
+                    // address finds the line in the logs.
+                    logs.lock().unwrap().push(line);
+                    if let Some(address) = address {
                         let _ = address_tx.send(address);
                     }
-                    logs.lock().unwrap().push(line);
                 }
             });
         }
