@@ -127,7 +127,7 @@ pub struct WebSettings {
     pub api_token: Option<Secret>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DingTalkSettings {
     /// Outbound calls per second per API per app.
     pub max_qps: u32,

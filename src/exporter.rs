@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, DingTalkSettings};
 use crate::dingtalk::DeliveryApi;
 use crate::metrics::Telemetry;
 use crate::tracker::Tracker;
@@ -19,9 +19,28 @@ pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 pub type ClientFactory =
     Box<dyn Fn(&AppConfig, &Config) -> Result<Arc<dyn DeliveryApi>, String> + Send + Sync>;
 
+/// What a client is built from: when none of it changes on reload, the client (with its
+/// cached token and its rate limiter's history) is kept.
+#[derive(Clone, PartialEq)]
+struct ClientSettings {
+    app: AppConfig,
+    dingtalk: DingTalkSettings,
+    ip_ban_cap: std::time::Duration,
+}
+
+impl ClientSettings {
+    fn of(app: &AppConfig, config: &Config) -> ClientSettings {
+        ClientSettings {
+            app: app.clone(),
+            dingtalk: config.dingtalk.clone(),
+            ip_ban_cap: config.poll.max_interval,
+        }
+    }
+}
+
 /// The apps of a configuration with their clients.
 struct AppClients {
-    clients: HashMap<String, (AppConfig, Arc<dyn DeliveryApi>)>,
+    clients: HashMap<String, (ClientSettings, Arc<dyn DeliveryApi>)>,
 }
 
 pub struct Exporter {
@@ -167,15 +186,127 @@ fn build_clients(
 ) -> Result<AppClients, String> {
     let mut clients = HashMap::new();
     for app in &config.apps {
+        let settings = ClientSettings::of(app, config);
         let reused = previous
             .and_then(|previous| previous.clients.get(&app.name))
-            .filter(|(old, _)| old == app)
+            .filter(|(old, _)| *old == settings)
             .map(|(_, client)| client.clone());
         let client = match reused {
             Some(client) => client,
             None => factory(app, config).map_err(|err| format!("app {:?}: {err}", app.name))?,
         };
-        clients.insert(app.name.clone(), (app.clone(), client));
+        clients.insert(app.name.clone(), (settings, client));
     }
     Ok(AppClients { clients })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{LogFormat, LogLevel, LogSettings, PollSettings, WebSettings};
+    use crate::dingtalk::{ApiFailure, RecipientCounts, SendProgress};
+    use crate::secret::Secret;
+    use crate::tracker::sqlite::SqliteStore;
+
+    /// Never asked to call out: these tests only build clients.
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl DeliveryApi for Idle {
+        async fn send_progress(&self, _: i64, _: i64) -> Result<SendProgress, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+        async fn send_result(&self, _: i64, _: i64) -> Result<RecipientCounts, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+    }
+
+    fn config(max_qps: u32) -> Config {
+        Config {
+            web: WebSettings {
+                listen_address: "127.0.0.1:0".to_string(),
+                telemetry_path: "/metrics".to_string(),
+                config_file: None,
+                api_token: None,
+            },
+            storage_path: "unused.db".into(),
+            dingtalk: DingTalkSettings {
+                max_qps,
+                monthly_call_budget: 0,
+                timeout: Duration::from_secs(10),
+            },
+            poll: PollSettings {
+                min_interval: Duration::from_secs(5),
+                max_interval: Duration::from_secs(300),
+                task_max_age: Duration::from_secs(86_400),
+                task_retention: Duration::from_secs(3_600),
+                tasks_max: 10,
+            },
+            apps: vec![AppConfig {
+                name: "hr".to_string(),
+                agent_id: Some(7),
+                app_key: "key".to_string(),
+                app_secret: Secret::new("secret"),
+                api_url: "http://127.0.0.1:9".to_string(),
+            }],
+            static_tasks: Vec::new(),
+            log: LogSettings {
+                level: LogLevel::Info,
+                format: LogFormat::Logfmt,
+            },
+            config_file: None,
+        }
+    }
+
+    /// Reloading an unchanged app keeps its client (and so its cached token); changing the
+    /// app's settings builds a new one; a broken config changes nothing and says so.
+    #[tokio::test]
+    async fn reload_keeps_clients_of_unchanged_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let tracker = Arc::new(Tracker::open(store, 10).unwrap());
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = built.clone();
+        let factory: ClientFactory = Box::new(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(Idle) as Arc<dyn DeliveryApi>)
+        });
+        let next: Arc<Mutex<Result<Config, String>>> = Arc::new(Mutex::new(Ok(config(10))));
+        let source_next = next.clone();
+        let source: ConfigSource = Box::new(move || source_next.lock().unwrap().clone());
+        let telemetry = Arc::new(Telemetry::new());
+        let exporter =
+            Exporter::new(config(10), tracker, telemetry.clone(), source, factory).unwrap();
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        assert_eq!(exporter.app_name(7), "hr");
+
+        exporter.reload().await.unwrap();
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            1,
+            "unchanged app, same client"
+        );
+
+        *next.lock().unwrap() = Ok(config(5));
+        exporter.reload().await.unwrap();
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            2,
+            "new rate limit, new client"
+        );
+        assert_eq!(exporter.config().dingtalk.max_qps, 5);
+
+        *next.lock().unwrap() = Err("apps[0].agent_id: not a number".to_string());
+        assert!(exporter.reload().await.is_err());
+        assert_eq!(
+            exporter.config().dingtalk.max_qps,
+            5,
+            "the old config stays"
+        );
+        assert_eq!(telemetry.config_reload_successful.get(), 0);
+    }
 }

@@ -58,7 +58,6 @@ async fn run_exporter(flags: ExporterFlags) -> Result<(), String> {
     }
     let source = Box::new(move || config::load(&flags).map_err(|errors| errors.to_string()));
     let running = runtime::start(config, source).await?;
-    runtime::reload_on_sighup(running.exporter.clone());
     runtime::termination().await;
     tracing::info!("shutting down: finishing requests and polls in flight");
     running.stop().await;

@@ -1,6 +1,7 @@
 //! Assembles the exporter (store, call gate, DingTalk clients, tracker, scheduler, HTTP
-//! server), runs it, and stops it cleanly: the server stops accepting, requests and polls in
-//! flight finish, their results are saved, and only then does the process exit.
+//! server with its web config), runs it, and stops it cleanly: the server stops accepting,
+//! requests and polls in flight finish, their results are saved, and only then does the
+//! process exit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::dingtalk::{CallGate, DeliveryApi, DingTalkClient};
 use crate::exporter::{ConfigSource, Exporter};
+use crate::http::{ServerLimits, WebConfigWatch};
 use crate::metrics::Telemetry;
 use crate::tracker::gate::MonthlyCallGate;
 use crate::tracker::sqlite::SqliteStore;
@@ -27,7 +29,7 @@ pub struct Running {
     scheduler: JoinHandle<()>,
 }
 
-/// Opens the store, starts the scheduler and the HTTP server.
+/// Opens the store, starts the scheduler and the HTTP server, and reloads on SIGHUP.
 pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
     let telemetry = Arc::new(Telemetry::new());
     let store: Arc<dyn TaskStore> =
@@ -63,6 +65,29 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         Ok(config)
     });
 
+    let web_config = match &config.web.config_file {
+        Some(path) => {
+            let watch = WebConfigWatch::open(path).map_err(|errors| {
+                format!(
+                    "--web.config.file {}:\n{}",
+                    path.display(),
+                    errors.to_string().replace('\n', "\n  ")
+                )
+            })?;
+            tracing::info!(
+                path = %path.display(),
+                web_config = %watch.current().summary(),
+                "web config loaded; it is re-read when it or its certificates change"
+            );
+            Some(Arc::new(watch))
+        }
+        None => None,
+    };
+    let scheme = match web_config.as_ref().and_then(|watch| watch.current().tls()) {
+        Some(_) => "https",
+        None => "http",
+    };
+
     let address = crate::cli::listen_address(&config.web.listen_address)?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -86,10 +111,17 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         stopping.clone(),
     ));
     let mut server_stopping = stopping;
-    let server = tokio::spawn(crate::http::serve(listener, exporter.clone(), async move {
-        let _ = server_stopping.wait_for(|stop| *stop).await;
-    }));
-    tracing::info!(address = %address, "dingtalk-exporter listening");
+    let server = tokio::spawn(crate::http::serve_with_web_config(
+        listener,
+        exporter.clone(),
+        ServerLimits::default(),
+        web_config,
+        async move {
+            let _ = server_stopping.wait_for(|stop| *stop).await;
+        },
+    ));
+    reload_on_sighup(exporter.clone());
+    tracing::info!(address = %address, scheme, "dingtalk-exporter listening");
     Ok(Running {
         exporter,
         address,
@@ -163,17 +195,25 @@ pub async fn termination() {
 }
 
 /// Reloads the configuration on every SIGHUP, until the process stops.
+///
+/// The handler is in place when this returns: [`start`] calls it before saying it listens,
+/// so a SIGHUP sent as soon as the exporter is up (by a script, or systemd's `ExecReload`)
+/// reloads instead of killing the process, which is SIGHUP's default.
 pub fn reload_on_sighup(exporter: Arc<Exporter>) {
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
             return;
         };
-        while hangups.recv().await.is_some() {
-            // The outcome is logged and published by reload itself.
-            let _ = exporter.reload().await;
-        }
-    });
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // The outcome is logged and published by reload itself.
+                let _ = exporter.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = exporter;
 }

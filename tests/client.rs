@@ -342,11 +342,11 @@ async fn gate_refusal_sends_nothing() {
     );
 }
 
-/// The punish answer pauses every call of the client for `wait` seconds, sending nothing.
+/// The punish answer pauses every call of the client for `wait` minutes, sending nothing.
 #[tokio::test]
 async fn punish_answer_pauses_all_calls() {
     let fake = FakeDingTalk::with_token("tok", |_, _| {
-        json(r#"{"status":1111,"wait":30,"source":"x5","punish":"deny","uuid":"u-1"}"#)
+        json(r#"{"status":1111,"wait":2,"source":"x5","punish":"deny","uuid":"u-1"}"#)
     })
     .await;
     let h = harness(&fake.url(), Options::default());
@@ -354,7 +354,7 @@ async fn punish_answer_pauses_all_calls() {
     assert_eq!(
         h.client.send_progress(AGENT_ID, TASK_ID).await,
         Err(ApiFailure::IpBanned {
-            retry_after_ms: 30_000
+            retry_after_ms: 120_000
         })
     );
     let before_ms = dingtalk_exporter::clock::now_ms();
@@ -366,7 +366,7 @@ async fn punish_answer_pauses_all_calls() {
             Err(ApiFailure::Deferred {
                 until_ms,
                 reason: Deferral::IpBan,
-            }) => assert!(until_ms > before_ms + 25_000 && until_ms <= before_ms + 30_000),
+            }) => assert!(until_ms > before_ms + 115_000 && until_ms <= before_ms + 120_000),
             other => panic!("expected an IP-ban deferral, got {other:?}"),
         }
     }

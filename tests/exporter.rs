@@ -5,9 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ExporterProcess, eventually, get_text, sample, temp_db};
+use common::{
+    ExporterProcess, eventually, exporter_against, get_text, metric, start_simulator, temp_db,
+};
 use dingtalk_exporter::simulator::{
-    Behaviour, ExpiryStyle, FaultConfig, FaultKind, SimApp, SimConfig, Simulator, Timeline,
+    Behaviour, ExpiryStyle, FaultConfig, FaultKind, Simulator, Timeline,
 };
 
 const SECRET: &str = "s3cret-never-to-be-seen-7f9c2a";
@@ -16,34 +18,17 @@ const AGENT: i64 = 2_839_445_214;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn simulator(behaviour: Behaviour) -> Simulator {
-    Simulator::start(SimConfig {
-        apps: vec![SimApp::new(APP_KEY, SECRET)],
-        behaviour,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("the simulator starts")
+    start_simulator(APP_KEY, SECRET, behaviour).await
 }
 
 /// Starts the exporter against `sim` with fast polling bounds and `extra` flags.
 fn exporter(sim: &Simulator, db: &str, extra: &[&str]) -> ExporterProcess {
-    let mut args = vec![
-        "--dingtalk.api-url",
-        sim.url(),
-        "--dingtalk.app-key",
-        APP_KEY,
-        "--storage.path",
-        db,
-        "--poll.min-interval",
-        "100ms",
-        "--poll.max-interval",
-        "1s",
+    let flags = [
+        ("--poll.min-interval", "100ms"),
+        ("--poll.max-interval", "1s"),
+        ("--dingtalk.timeout", "2s"),
     ];
-    if !extra.contains(&"--dingtalk.timeout") {
-        args.extend_from_slice(&["--dingtalk.timeout", "2s"]);
-    }
-    args.extend_from_slice(extra);
-    ExporterProcess::start(&args, &[("DINGTALK_APP_SECRET", SECRET)])
+    exporter_against(sim, (APP_KEY, SECRET), db, &flags, extra)
 }
 
 async fn register(exporter: &ExporterProcess, task_id: i64, name: &str) -> reqwest::StatusCode {
@@ -56,14 +41,8 @@ async fn register(exporter: &ExporterProcess, task_id: i64, name: &str) -> reqwe
         .status()
 }
 
-async fn metric(exporter: &ExporterProcess, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = get_text(&exporter.url("/metrics")).await?;
-    sample(&text, name, labels)
-}
-
 async fn task_json(exporter: &ExporterProcess, task_id: i64) -> Option<serde_json::Value> {
-    let text = get_text(&exporter.url(&format!("/api/v1/tasks/{AGENT}/{task_id}"))).await?;
-    serde_json::from_str(&text).ok()
+    common::task_json(exporter, AGENT, task_id).await
 }
 
 /// A task's progress, completion and recipients reach `/metrics` as DingTalk reports them.

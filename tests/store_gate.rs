@@ -3,14 +3,16 @@
 //! until the month ends or the budget changes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use dingtalk_exporter::clock::{quota_month, quota_month_end_ms};
 use dingtalk_exporter::dingtalk::{ApiFailure, CallGate, Deferral};
 use dingtalk_exporter::metrics::Telemetry;
-use dingtalk_exporter::tracker::TaskStore;
 use dingtalk_exporter::tracker::gate::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
+use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore};
 
 /// 2026-11-30T15:59:59.999Z: the last millisecond of November 2026 in Shanghai.
 const LAST_MS_OF_NOVEMBER: i64 = 1_796_054_399_999;
@@ -239,4 +241,155 @@ fn reloaded_budget_applies_immediately() {
         deferral(gate.reserve(MID_NOVEMBER)).0,
         Deferral::MonthlyBudget
     );
+}
+
+/// A real SQLite store that counts the commits of the call counter and holds the first one
+/// back until told to go, to see which callers share a commit.
+struct HeldCommitStore {
+    inner: SqliteStore,
+    commits: AtomicU64,
+    release_first: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl HeldCommitStore {
+    fn open(path: &Path) -> (Arc<HeldCommitStore>, mpsc::Sender<()>) {
+        let (release, released) = mpsc::channel();
+        let store = HeldCommitStore {
+            inner: SqliteStore::open(path).expect("open store"),
+            commits: AtomicU64::new(0),
+            release_first: Mutex::new(Some(released)),
+        };
+        (Arc::new(store), release)
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+}
+
+impl TaskStore for HeldCommitStore {
+    fn insert_new(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError> {
+        self.inner.insert_new(tasks)
+    }
+    fn save(&self, tasks: &[Task]) -> Result<(), StoreError> {
+        self.inner.save(tasks)
+    }
+    fn remove(&self, key: TaskKey) -> Result<bool, StoreError> {
+        self.inner.remove(key)
+    }
+    fn load_all(&self) -> Result<Vec<Task>, StoreError> {
+        self.inner.load_all()
+    }
+    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
+        self.inner.month_calls(month)
+    }
+    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        let held = self.release_first.lock().expect("lock").take();
+        if let Some(released) = held {
+            released.recv().expect("the test releases the commit");
+        }
+        self.inner.add_month_calls(month, calls)
+    }
+    fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.exporter_state(key)
+    }
+    fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+        self.inner.set_exporter_state(key, value)
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after a generous deadline.
+fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Callers arriving while a commit is under way share the next one (one fsync, not one each),
+/// none is let through before its call is counted, and the gate still answers meanwhile.
+#[test]
+fn callers_waiting_on_a_commit_share_the_next_one() {
+    let (_dir, path) = scratch_file();
+    let (store, release) = HeldCommitStore::open(&path);
+    let telemetry = Arc::new(Telemetry::new());
+    let gate = Arc::new(
+        MonthlyCallGate::new(store.clone(), 1_000, telemetry.clone(), MID_NOVEMBER).expect("gate"),
+    );
+    let reserve = |gate: &Arc<MonthlyCallGate>| {
+        let gate = gate.clone();
+        std::thread::spawn(move || gate.reserve(MID_NOVEMBER))
+    };
+    let first = reserve(&gate);
+    wait_for("the first commit", || store.commits() == 1);
+    let others: Vec<_> = (0..8).map(|_| reserve(&gate)).collect();
+    wait_for("eight calls gathered behind it", || {
+        gate.remaining(MID_NOVEMBER) == Some(1_000 - 9)
+    });
+    assert_eq!(telemetry.month_calls.get(), 0, "nothing counted yet");
+    assert!(
+        !first.is_finished(),
+        "no call goes out before it is counted"
+    );
+    assert!(others.iter().all(|other| !other.is_finished()));
+
+    release.send(()).expect("release");
+    first.join().expect("first").expect("granted");
+    for other in others {
+        other.join().expect("caller").expect("granted");
+    }
+    assert_eq!(store.commits(), 2, "eight calls, one commit");
+    assert_eq!(gate.calls_this_month(MID_NOVEMBER), 9);
+    assert_eq!(
+        SqliteStore::open(&path)
+            .expect("reader")
+            .month_calls(&quota_month(MID_NOVEMBER))
+            .expect("count"),
+        9
+    );
+}
+
+/// On a multi-threaded runtime a call waiting for its commit does not stall the other tasks
+/// of its worker thread (here the only one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_commit_under_way_does_not_stall_other_async_tasks() {
+    let (_dir, path) = scratch_file();
+    let (store, release) = HeldCommitStore::open(&path);
+    let gate = Arc::new(
+        MonthlyCallGate::new(store.clone(), 0, Arc::new(Telemetry::new()), MID_NOVEMBER)
+            .expect("gate"),
+    );
+    let reserving = tokio::spawn({
+        let gate = gate.clone();
+        async move { gate.reserve(MID_NOVEMBER) }
+    });
+    wait_for("the reserve to be committing", || store.commits() == 1);
+    // Waited for with blocking calls on this thread, which is not the worker: were the worker
+    // stalled, Tokio's timers would stall with it and a timeout would never fire.
+    let (ran, other_ran) = mpsc::channel();
+    tokio::spawn(async move {
+        let _ = ran.send(());
+    });
+    let other_ran = other_ran.recv_timeout(Duration::from_secs(10));
+    release.send(()).expect("release");
+    assert!(
+        other_ran.is_ok(),
+        "another task ran while the commit was held"
+    );
+    reserving.await.expect("task").expect("granted");
+}
+
+/// Reserving from a current-thread runtime (where blocking cannot be handed off) works too.
+#[tokio::test]
+async fn reserving_on_a_current_thread_runtime_works() {
+    let (_dir, path) = scratch_file();
+    let (gate, telemetry) = start_gate(&path, 10, MID_NOVEMBER);
+    gate.reserve(MID_NOVEMBER).expect("granted");
+    gate.quota_exhausted(MID_NOVEMBER);
+    gate.set_budget(20);
+    gate.reserve(MID_NOVEMBER)
+        .expect("granted after the budget changed");
+    assert_eq!(telemetry.month_calls.get(), 2);
 }

@@ -384,17 +384,28 @@ impl Resolver {
         if let Err(problem) = rules::check_telemetry_path(&telemetry_path) {
             self.error(TELEMETRY_PATH.name(origin), problem);
         }
-        // Its content is the HTTP server's to check; a file that cannot be read is caught
-        // here, before the exporter starts.
+        // Checked completely, certificates included, so that `--config.check` and a reload
+        // catch what the HTTP server would refuse.
         let config_file =
             self.pick_path(WEB_CONFIG_FILE, flags.config_file.clone(), file.config_file);
-        if let Some((path, origin)) = &config_file
-            && let Err(err) = std::fs::File::open(path)
-        {
-            self.error(
-                WEB_CONFIG_FILE.name(*origin),
-                format!("cannot read {}: {err}", path.display()),
-            );
+        if let Some((path, origin)) = &config_file {
+            match crate::http::WebConfig::load(path) {
+                // `--config.check` shows what the file sets beside its path.
+                Ok(web_config) => {
+                    if let Some(setting) = self.settings.last_mut() {
+                        setting.value = format!("{} ({})", setting.value, web_config.summary());
+                    }
+                }
+                Err(errors) => {
+                    for problem in errors.0 {
+                        let problem = match problem.key.as_str() {
+                            "" => problem.problem,
+                            key => format!("{}: {key}: {}", path.display(), problem.problem),
+                        };
+                        self.error(WEB_CONFIG_FILE.name(*origin), problem);
+                    }
+                }
+            }
         }
         let api_token = self
             .pick_path(

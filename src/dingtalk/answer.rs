@@ -153,8 +153,10 @@ pub fn decode_envelope(status: u16, body: &[u8]) -> Result<Map<String, Value>, A
         let wait_ms = object
             .get("wait")
             .and_then(lenient_i64)
-            .filter(|seconds| *seconds > 0)
-            .map_or(DEFAULT_IP_BAN_MS, |seconds| seconds.saturating_mul(1000));
+            .filter(|minutes| *minutes > 0)
+            // In minutes: DingTalk documents a ban of about five minutes and shows the
+            // answer with `"wait":5`.
+            .map_or(DEFAULT_IP_BAN_MS, |minutes| minutes.saturating_mul(60_000));
         return Err(ApiFailure::IpBanned {
             retry_after_ms: wait_ms,
         });
@@ -400,14 +402,14 @@ mod tests {
         );
     }
 
-    /// The punish answer, JSON or HTML, means an IP ban; `wait` is in seconds.
+    /// The punish answer, JSON or HTML, means an IP ban; `wait` is in minutes.
     #[test]
     fn punish_answers_are_ip_bans() {
         let body = br#"{"status":1111,"wait":5,"source":"x5","punish":"deny","uuid":"u"}"#;
         assert_eq!(
             decode_progress(200, body),
             Err(ApiFailure::IpBanned {
-                retry_after_ms: 5000
+                retry_after_ms: 300_000
             })
         );
         let body = br#"{"punish":"deny"}"#;

@@ -363,24 +363,34 @@ impl DingTalkClient {
         let api = request.api();
         self.ip_ban.check(now_ms())?;
         if api.is_metered() {
-            // The reservation commits to the store (an fsync, tens of milliseconds on a busy
-            // disk): on an async worker it would stall calls that already left the limiter,
-            // bunching them up at DingTalk past --dingtalk.max-qps.
-            let gate = self.gate.clone();
-            let now = now_ms();
-            match tokio::task::spawn_blocking(move || gate.reserve(now)).await {
-                Ok(reserved) => reserved?,
-                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-                Err(_) => {
-                    return Err(ApiFailure::Transport(
-                        "not sent: the exporter is shutting down".to_string(),
-                    ));
-                }
-            }
+            self.gate.reserve(now_ms())?;
         }
         self.limiter.acquire(api).await;
         // A ban may have begun while this call waited for its slot.
         self.ip_ban.check(now_ms())?;
+        // And another call may have refreshed the token meanwhile: sending the one taken
+        // before the wait would spend a metered call on a sure 40014.
+        let refreshed;
+        let request = match request {
+            Request::Task {
+                api,
+                token,
+                agent_id,
+                task_id,
+            } => match self.tokens.current(now_ms()) {
+                Some(current) if current != *token => {
+                    refreshed = current;
+                    Request::Task {
+                        api,
+                        token: &refreshed,
+                        agent_id,
+                        task_id,
+                    }
+                }
+                _ => request,
+            },
+            Request::Token => request,
+        };
 
         let api_label = [api.as_str()];
         self.telemetry

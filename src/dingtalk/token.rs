@@ -134,6 +134,15 @@ impl TokenCache {
         }
     }
 
+    /// The cached token if DingTalk still accepts it at `now_ms`, without fetching.
+    pub fn current(&self, now_ms: i64) -> Option<Secret> {
+        self.lock()
+            .cached
+            .as_ref()
+            .filter(|t| now_ms < t.expires_at_ms)
+            .map(|t| t.token.clone())
+    }
+
     /// When the cached token expires, if there is one.
     pub fn expires_at_ms(&self) -> Option<i64> {
         self.lock().cached.as_ref().map(|t| t.expires_at_ms)
@@ -170,6 +179,26 @@ mod tests {
         assert_eq!(long.refresh_at_ms, 6_900_000);
         let short = issued("t", 20, 1000);
         assert_eq!(short.refresh_at_ms, 16_000);
+    }
+
+    /// A call that waited for its rate-limit slot sees the token a refresh put in the cache
+    /// meanwhile, and nothing once the token has expired.
+    #[tokio::test]
+    async fn current_shows_the_latest_valid_token() {
+        let cache = TokenCache::new();
+        assert_eq!(cache.current(0), None);
+        let first = cache
+            .get(0, || async { Ok(issued("first", 20, 0)) })
+            .await
+            .unwrap();
+        assert_eq!(cache.current(1_000), Some(first.clone()));
+        cache.invalidate(&first);
+        let second = cache
+            .get(2_000, || async { Ok(issued("second", 20, 2_000)) })
+            .await
+            .unwrap();
+        assert_eq!(cache.current(3_000), Some(second));
+        assert_eq!(cache.current(22_000), None);
     }
 
     /// The cached token is reused until its refresh time, then fetched again.

@@ -49,8 +49,15 @@ pub fn authorize_write(
         });
     };
     // An empty token never matches, even if an empty one was configured by mistake.
-    let matches =
-        !presented.is_empty() && bool::from(presented.ct_eq(expected.expose().as_bytes()));
+    // Digests of equal length are compared, so the time taken reveals neither the token
+    // nor its length.
+    let digest = |bytes: &[u8]| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let matches = !presented.is_empty()
+        && bool::from(
+            digest(presented)
+                .as_ref()
+                .ct_eq(digest(expected.expose().as_bytes()).as_ref()),
+        );
     if matches {
         Ok(())
     } else {
@@ -62,7 +69,7 @@ pub fn authorize_write(
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
     scheme

@@ -30,6 +30,7 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #d0d7de;vertical-align:middle}
 th{background:#f6f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.progress{white-space:nowrap}
 .bar{display:inline-block;width:8rem;height:.7rem;background:#eaeef2;border-radius:.35rem;overflow:hidden;vertical-align:middle}
 .bar>span{display:block;height:100%;background:#2da44e}
 .state{padding:.05rem .4rem;border-radius:.6rem;font-size:.8rem}
@@ -141,7 +142,7 @@ fn push_row(page: &mut String, task: &Task, app: &str, now_ms: i64) {
     let _ = write!(
         page,
         "<tr><td>{name}</td><td class=\"num\">{agent}</td><td class=\"num\">{task_id}</td>\
-         <td>{app}</td><td><span class=\"state state-{state}\">{state}</span></td><td>{status}</td><td>",
+         <td>{app}</td><td><span class=\"state state-{state}\">{state}</span></td><td>{status}</td><td class=\"progress\">",
         name = escape(&task.name),
         agent = task.key.agent_id,
         task_id = task.key.task_id,

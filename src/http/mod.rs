@@ -5,18 +5,24 @@
 //! - `api`: the task API, with [`registration`] (parsing bodies: pure, for the fuzzer) and
 //!   [`task_json`] (the shape of a task answer);
 //! - [`auth`]: who may write;
+//! - [`web_config`]: the `--web.config.file` (exporter-toolkit format), with [`tls`] and
+//!   [`basic_auth`];
 //! - `landing`: the HTML page at `/`;
 //! - `reply`: building answers and reading bodies within their limits.
 
 mod api;
 pub mod auth;
+pub mod basic_auth;
 mod landing;
 pub mod registration;
 mod reply;
 mod routes;
 pub mod server;
 pub mod task_json;
+pub mod tls;
+pub mod web_config;
 
 pub use api::MAX_BODY_BYTES;
 pub use registration::{RegistrationError, Registrations, parse_registrations};
-pub use server::{ServerLimits, serve, serve_with_limits};
+pub use server::{ServerLimits, serve, serve_with_limits, serve_with_web_config};
+pub use web_config::{WebConfig, WebConfigErrors, WebConfigWatch};

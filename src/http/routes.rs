@@ -14,6 +14,11 @@
 //! Checks that guard every endpoint alike (the basic auth of `--web.config.file`) belong in
 //! [`handle`], before [`route`]; the bearer token of the task API's writes is checked by the
 //! write handlers themselves through [`guard_write`].
+//!
+//! Basic auth and the bearer token both travel in the one `Authorization` header a request
+//! has. So when both are configured, a write that carries a bearer token skips basic auth
+//! and is judged by the token alone (a credential at least as strong, and the one the task
+//! API asks for); everything else, reads in particular, needs basic auth.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,10 +30,12 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
 use super::api::{self, MAX_BODY_BYTES};
-use super::auth::{WriteRefusal, authorize_write};
+use super::auth::{WriteRefusal, authorize_write, bearer_token};
+use super::basic_auth;
 use super::landing;
 use super::reply::{self, Answer};
 use super::server::ServerLimits;
+use super::web_config::{WebConfig, WebConfigWatch};
 use crate::clock::now_ms;
 use crate::exporter::Exporter;
 use crate::metrics::{TEXT_FORMAT_CONTENT_TYPE, render_metrics_parts};
@@ -37,6 +44,8 @@ use crate::metrics::{TEXT_FORMAT_CONTENT_TYPE, render_metrics_parts};
 pub(super) struct Site {
     pub exporter: Arc<Exporter>,
     pub limits: ServerLimits,
+    /// The `--web.config.file`, when one is given.
+    pub web_config: Option<Arc<WebConfigWatch>>,
 }
 
 /// How much of an unwanted body is read and dropped so the client can still read the answer
@@ -46,7 +55,15 @@ const DRAIN_BUDGET: usize = 4 * MAX_BODY_BYTES;
 /// Answers one request from `peer`.
 pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: SocketAddr) -> Answer {
     let (parts, mut body) = request.into_parts();
-    let answer = route(&parts, &mut body, site, peer.ip()).await;
+    let web_config = site.web_config.as_ref().map(|watch| watch.current());
+    let refusal = match &web_config {
+        Some(web_config) => basic_auth_refusal(&parts, web_config, &site.exporter).await,
+        None => None,
+    };
+    let mut answer = match refusal {
+        Some(refusal) => refusal,
+        None => route(&parts, &mut body, site, peer.ip()).await,
+    };
     // A client that sent `Expect: 100-continue` waits for our word before sending its body;
     // reading it now would only invite a body that is refused anyway.
     let awaits_continue = parts
@@ -56,7 +73,47 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
     if !body.is_end_stream() && !awaits_continue {
         reply::drain_body(&mut body, DRAIN_BUDGET, site.limits.body_read_timeout).await;
     }
+    if let Some(web_config) = &web_config {
+        for (name, value) in web_config.extra_headers() {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
     answer
+}
+
+/// `Some(401)` when the web config sets basic auth and the request does not pass it.
+async fn basic_auth_refusal(
+    parts: &Parts,
+    web_config: &WebConfig,
+    exporter: &Exporter,
+) -> Option<Answer> {
+    let users = web_config.basic_auth()?;
+    let path = parts.uri.path();
+    // Liveness probes (kubelet, systemd, load balancers) carry no credentials.
+    if path == "/-/healthy" {
+        return None;
+    }
+    let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if is_write
+        && exporter.config().web.api_token.is_some()
+        && bearer_token(&parts.headers).is_some()
+    {
+        return None;
+    }
+    if users.allows(&parts.headers).await {
+        return None;
+    }
+    let message = "this exporter requires basic auth: send the user name and password of a user of its web config file's basic_auth_users";
+    let mut answer = if path == "/api" || path.starts_with("/api/") {
+        reply::error(StatusCode::UNAUTHORIZED, message)
+    } else {
+        reply::text(StatusCode::UNAUTHORIZED, format!("{message}\n"))
+    };
+    answer.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static(basic_auth::CHALLENGE),
+    );
+    Some(answer)
 }
 
 async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) -> Answer {

@@ -1,9 +1,12 @@
 //! Accepting connections: HTTP/1.1 with hyper, a cap on open connections, a deadline for
 //! request headers (which also closes idle keep-alive connections), and graceful shutdown.
 //!
-//! A connection goes: accept → (TLS handshake, when `--web.config.file` asks for it) →
-//! [`serve_connection`], which is generic over the byte stream so an encrypted one can be
-//! handed in as it is → [`super::routes::handle`] for each request.
+//! A connection goes: accept → (TLS handshake, when `--web.config.file` asks for it, within
+//! the header read timeout) → [`serve_connection`], which is generic over the byte stream
+//! so an encrypted one can be handed in as it is → [`super::routes::handle`] for each
+//! request. The web config in force is looked up afresh for each connection and request
+//! ([`WebConfigWatch::current`]), so rotated certificates and changed users take effect
+//! without a restart.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,12 +17,13 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::routes::{Site, handle};
+use super::web_config::WebConfigWatch;
 use crate::exporter::Exporter;
 
 /// The server's protective limits.
@@ -32,6 +36,9 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// How long a client may take to send a request body.
     pub body_read_timeout: Duration,
+    /// The most bytes of request line and headers read for one request; past it the
+    /// client gets 431. (hyper needs at least 8 KiB.)
+    pub max_header_bytes: usize,
     /// How long shutdown waits for requests in flight before it gives up on them.
     pub shutdown_grace: Duration,
 }
@@ -42,6 +49,9 @@ impl Default for ServerLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            // Scrapers and API clients send well under 1 KiB; 64 KiB leaves room for long
+            // cookies or tokens a proxy adds, and keeps a flood of headers cheap to refuse.
+            max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -65,14 +75,27 @@ pub async fn serve_with_limits(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_web_config(listener, exporter, limits, None, shutdown).await
+}
+
+/// [`serve_with_limits`] with the TLS and basic auth of a `--web.config.file`.
+pub async fn serve_with_web_config(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    limits: ServerLimits,
+    web_config: Option<Arc<WebConfigWatch>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let site = Arc::new(Site {
         exporter,
         limits: limits.clone(),
+        web_config,
     });
     tokio::pin!(shutdown);
 
@@ -101,7 +124,7 @@ pub async fn serve_with_limits(
         };
         // Scrapes and API answers are small request/answer exchanges: send them at once.
         let _ = stream.set_nodelay(true);
-        serve_connection(stream, peer, &http, &graceful, &site, permit);
+        spawn_connection(stream, peer, &http, graceful.watcher(), &site, permit);
     }
 
     drop(listener);
@@ -117,28 +140,61 @@ pub async fn serve_with_limits(
     Ok(())
 }
 
-/// Serves one connection in its own task; `permit` frees its slot when it closes.
-fn serve_connection<S>(
+/// Serves one connection in its own task, after the TLS handshake when TLS is configured;
+/// `permit` frees its slot when it closes.
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    http: &http1::Builder,
+    watcher: Watcher,
+    site: &Arc<Site>,
+    permit: OwnedSemaphorePermit,
+) {
+    let http = http.clone();
+    let site = site.clone();
+    tokio::spawn(async move {
+        let tls = site
+            .web_config
+            .as_ref()
+            .and_then(|web_config| web_config.current().tls_acceptor().cloned());
+        match tls {
+            None => serve_connection(stream, peer, &http, watcher, site).await,
+            Some(acceptor) => {
+                // A client that never finishes its handshake must not hold a slot forever.
+                let handshake =
+                    tokio::time::timeout(site.limits.header_read_timeout, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => serve_connection(stream, peer, &http, watcher, site).await,
+                    // Scanners, clients without the right certificate, clients that give up:
+                    // the client learns why from the TLS alert; nothing for the operator.
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+        drop(permit);
+    });
+}
+
+/// Serves the requests of one connection until it closes.
+async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     http: &http1::Builder,
-    graceful: &GracefulShutdown,
-    site: &Arc<Site>,
-    permit: OwnedSemaphorePermit,
+    watcher: Watcher,
+    site: Arc<Site>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let site = site.clone();
     let service = service_fn(move |request| {
         let site = site.clone();
         async move { Ok::<_, Infallible>(handle(request, &site, peer).await) }
     });
-    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            // Clients that vanish or time out are routine; nothing to act on.
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
-        }
-        drop(permit);
-    });
+    let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+    if let Err(err) = connection.await {
+        // Clients that vanish or time out are routine; nothing to act on.
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
 }

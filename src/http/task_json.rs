@@ -42,7 +42,8 @@ pub struct TaskJson<'a> {
     pub result: ResultJson,
 }
 
-/// `{"outcome":"pending"}`, `{"outcome":"fetched"}` or `{"outcome":"refused","errcode":N}`.
+/// `{"outcome":"pending"}`, `{"outcome":"fetched"}`, `{"outcome":"refused","errcode":N}` or
+/// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ResultJson {

@@ -70,12 +70,16 @@ impl ExporterProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    if line.contains("listening")
-                        && let Some(address) = parse_address(&line)
-                    {
+                    let address = line
+                        .contains("listening")
+                        .then(|| parse_address(&line))
+                        .flatten();
+                    // Logged before the address is announced, so whoever waits for the
+                    // address finds the line in the logs.
+                    logs.lock().unwrap().push(line);
+                    if let Some(address) = address {
                         let _ = address_tx.send(address);
                     }
-                    logs.lock().unwrap().push(line);
                 }
             });
         }
@@ -179,4 +183,65 @@ pub fn temp_db() -> (tempfile::TempDir, String) {
 
 pub fn exists(path: &str) -> bool {
     Path::new(path).exists()
+}
+
+/// A simulator that knows one app, `app_key` with `app_secret`.
+pub async fn start_simulator(
+    app_key: &str,
+    app_secret: &str,
+    behaviour: dingtalk_exporter::simulator::Behaviour,
+) -> dingtalk_exporter::simulator::Simulator {
+    use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator};
+    Simulator::start(SimConfig {
+        apps: vec![SimApp::new(app_key, app_secret)],
+        behaviour,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts")
+}
+
+/// The exporter polling `sim` with `app_key` (its secret through `DINGTALK_APP_SECRET`),
+/// storing into `db`, with `flags` (pairs of flag and value; a flag given in `extra` wins).
+pub fn exporter_against(
+    sim: &dingtalk_exporter::simulator::Simulator,
+    (app_key, app_secret): (&str, &str),
+    db: &str,
+    flags: &[(&str, &str)],
+    extra: &[&str],
+) -> ExporterProcess {
+    let mut args = vec![
+        "--dingtalk.api-url",
+        sim.url(),
+        "--dingtalk.app-key",
+        app_key,
+        "--storage.path",
+        db,
+    ];
+    for (flag, value) in flags {
+        if !extra.contains(flag) {
+            args.extend_from_slice(&[flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+    ExporterProcess::start(&args, &[("DINGTALK_APP_SECRET", app_secret)])
+}
+
+/// One task as the task API answers it, if tracked.
+pub async fn task_json(
+    exporter: &ExporterProcess,
+    agent_id: i64,
+    task_id: i64,
+) -> Option<serde_json::Value> {
+    let text = get_text(&exporter.url(&format!("/api/v1/tasks/{agent_id}/{task_id}"))).await?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One sample of the exporter's `/metrics`.
+pub async fn metric(
+    exporter: &ExporterProcess,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    sample(&get_text(&exporter.url("/metrics")).await?, name, labels)
 }

@@ -1,0 +1,557 @@
+//! The `tls_server_config` section of a web config, turned into a rustls server
+//! configuration (with rustls' default aws-lc-rs provider).
+//!
+//! Keys and values follow the Prometheus exporter-toolkit, so existing files work. What
+//! rustls cannot do, or what would weaken the exporter, is refused with a message naming
+//! the key instead of being ignored:
+//! - `min_version`/`max_version` `TLS10` and `TLS11` (rustls speaks TLS 1.2 and 1.3 only);
+//! - `client_auth_type` `RequestClientCert` and `RequireAnyClientCert` (a client certificate
+//!   that is not verified proves nothing);
+//! - `client_allowed_sans`;
+//! - cipher suites and curves rustls does not implement (CBC and RSA key exchange suites,
+//!   `CurveP521`).
+//!
+//! TLS 1.3 suites cannot be chosen (as in Go): naming one in `cipher_suites` is accepted and
+//! changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio_rustls::rustls::crypto::{CryptoProvider, SupportedKxGroup, aws_lc_rs};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::version::{TLS12, TLS13};
+use tokio_rustls::rustls::{
+    self, RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion,
+};
+
+use super::web_config::Problems;
+use crate::secret::Secret;
+
+/// The section as written.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct TlsSection {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    /// The certificate chain inline, instead of `cert_file`.
+    cert: Option<String>,
+    /// The private key inline, instead of `key_file`.
+    key: Option<Secret>,
+    client_ca_file: Option<PathBuf>,
+    /// The client CAs inline, instead of `client_ca_file`.
+    client_ca: Option<String>,
+    client_auth_type: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    curve_preferences: Option<Vec<String>>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    prefer_server_cipher_suites: Option<bool>,
+    client_allowed_sans: Option<Vec<String>>,
+}
+
+/// Who must show a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `NoClientCert` (the default).
+    None,
+    /// `VerifyClientCertIfGiven`: a client may show none; one it shows must verify.
+    VerifiedIfGiven,
+    /// `RequireAndVerifyClientCert`.
+    Required,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// What a TLS configuration amounts to, for the log and `--config.check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSummary {
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    pub client_auth: ClientAuth,
+}
+
+impl std::fmt::Display for TlsSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = |version| match version {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        };
+        if self.min_version == self.max_version {
+            write!(f, "TLS {}", version(self.min_version))?;
+        } else {
+            write!(
+                f,
+                "TLS {} to {}",
+                version(self.min_version),
+                version(self.max_version)
+            )?;
+        }
+        f.write_str(match self.client_auth {
+            ClientAuth::None => ", no client certificates",
+            ClientAuth::VerifiedIfGiven => ", client certificates verified when shown",
+            ClientAuth::Required => ", client certificates required",
+        })
+    }
+}
+
+const KEY: &str = "tls_server_config";
+
+impl TlsSection {
+    /// Whether the section asks for TLS at all (as exporter-toolkit decides it: any of the
+    /// certificate, key, client CA or client auth settings).
+    pub(super) fn is_enabled(&self) -> bool {
+        self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.client_ca_file.is_some()
+            || self.client_ca.is_some()
+            || self.client_auth_type.is_some()
+    }
+
+    /// Reads relative file names against the web config's directory (as Prometheus does).
+    pub(super) fn resolve_paths(&mut self, base_dir: &Path) {
+        for path in [
+            &mut self.cert_file,
+            &mut self.key_file,
+            &mut self.client_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base_dir.join(&*path);
+            }
+        }
+    }
+
+    /// The files the section names, whose changes mean the configuration must be re-read.
+    pub(super) fn files(&self) -> Vec<PathBuf> {
+        [&self.cert_file, &self.key_file, &self.client_ca_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The rustls configuration, or `None` with the problems recorded.
+    pub(super) fn server_config(
+        &self,
+        problems: &mut Problems,
+    ) -> Option<(Arc<ServerConfig>, TlsSummary)> {
+        let before = problems.len();
+        if self.client_allowed_sans.is_some() {
+            problems.add(
+                format!("{KEY}.client_allowed_sans"),
+                "is not supported by this exporter; restrict clients with client_ca_file (a CA that signs only the allowed clients) and client_auth_type: RequireAndVerifyClientCert",
+            );
+        }
+        let min_version = self.version("min_version", &self.min_version, problems);
+        let max_version = self.version("max_version", &self.max_version, problems);
+        let min_version = min_version.unwrap_or(TlsVersion::Tls12);
+        let max_version = max_version.unwrap_or(TlsVersion::Tls13);
+        if min_version > max_version {
+            problems.add(
+                format!("{KEY}.min_version"),
+                "is higher than max_version: no TLS version is left",
+            );
+        }
+        let client_auth = self.client_auth(problems);
+        let provider = self.provider(min_version, problems);
+        let chain = self.certificate_chain(problems);
+        let key = self.private_key(problems);
+        let client_roots = self.client_roots(client_auth, problems);
+        if problems.len() > before {
+            return None;
+        }
+        let (provider, chain, key) = (provider?, chain?, key?);
+
+        let versions: Vec<&'static SupportedProtocolVersion> =
+            [(TlsVersion::Tls12, &TLS12), (TlsVersion::Tls13, &TLS13)]
+                .into_iter()
+                .filter(|(version, _)| (min_version..=max_version).contains(version))
+                .map(|(_, supported)| supported)
+                .collect();
+        let builder = match ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+        {
+            Ok(builder) => builder,
+            Err(err) => {
+                problems.add(KEY, format!("rustls refuses these settings: {err}"));
+                return None;
+            }
+        };
+        // `client_roots` is `Some` exactly when client certificates are asked for.
+        let builder = match client_roots {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if client_auth == ClientAuth::VerifiedIfGiven {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                match verifier.build() {
+                    Ok(verifier) => builder.with_client_cert_verifier(verifier),
+                    Err(err) => {
+                        problems.add(
+                            self.client_ca_key(),
+                            format!("cannot verify clients with these CAs: {err}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let mut config = match builder.with_single_cert(chain, key) {
+            Ok(config) => config,
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                problems.add(
+                    self.key_key(),
+                    format!(
+                        "does not belong to the certificate of {} (a certificate and its key must be replaced together)",
+                        self.cert_key()
+                    ),
+                );
+                return None;
+            }
+            Err(err) => {
+                problems.add(
+                    self.key_key(),
+                    format!("cannot be used with the certificate: {err}"),
+                );
+                return None;
+            }
+        };
+        // Exporter-toolkit's default; Go ignores the setting nowadays and so may clients.
+        config.ignore_client_order = self.prefer_server_cipher_suites.unwrap_or(true);
+        // The server speaks HTTP/1.1 only; saying so lets HTTP/2-capable clients settle at once.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some((
+            Arc::new(config),
+            TlsSummary {
+                min_version,
+                max_version,
+                client_auth,
+            },
+        ))
+    }
+
+    fn version(
+        &self,
+        name: &str,
+        value: &Option<String>,
+        problems: &mut Problems,
+    ) -> Option<TlsVersion> {
+        let value = value.as_deref()?;
+        match value {
+            "TLS12" => Some(TlsVersion::Tls12),
+            "TLS13" => Some(TlsVersion::Tls13),
+            "TLS10" | "TLS11" => {
+                problems.add(
+                    format!("{KEY}.{name}"),
+                    format!("{value} is not supported: the exporter speaks TLS 1.2 and 1.3 only (TLS12, TLS13)"),
+                );
+                None
+            }
+            other => {
+                problems.add(
+                    format!("{KEY}.{name}"),
+                    format!("unknown TLS version {other:?}; use TLS12 or TLS13"),
+                );
+                None
+            }
+        }
+    }
+
+    fn client_auth(&self, problems: &mut Problems) -> ClientAuth {
+        let key = format!("{KEY}.client_auth_type");
+        let client_auth = match self.client_auth_type.as_deref().unwrap_or("") {
+            "" | "NoClientCert" => ClientAuth::None,
+            "VerifyClientCertIfGiven" => ClientAuth::VerifiedIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuth::Required,
+            unverified @ ("RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert") => {
+                problems.add(
+                    key,
+                    format!(
+                        "{unverified} is not supported: a client certificate that is not verified proves nothing; use RequireAndVerifyClientCert (or VerifyClientCertIfGiven) with client_ca_file"
+                    ),
+                );
+                return ClientAuth::None;
+            }
+            other => {
+                problems.add(
+                    key,
+                    format!(
+                        "unknown value {other:?}; use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+                    ),
+                );
+                return ClientAuth::None;
+            }
+        };
+        let has_ca = self.client_ca_file.is_some() || self.client_ca.is_some();
+        if client_auth == ClientAuth::None && has_ca {
+            problems.add(
+                key,
+                "client CAs are configured but client_auth_type does not ask for client certificates; set client_auth_type: RequireAndVerifyClientCert",
+            );
+        } else if client_auth != ClientAuth::None && !has_ca {
+            problems.add(
+                format!("{KEY}.client_ca_file"),
+                "is required to verify client certificates",
+            );
+        }
+        client_auth
+    }
+
+    /// aws-lc-rs with the chosen TLS 1.2 suites and key exchange groups.
+    fn provider(
+        &self,
+        min_version: TlsVersion,
+        problems: &mut Problems,
+    ) -> Option<Arc<CryptoProvider>> {
+        let mut provider = aws_lc_rs::default_provider();
+        if let Some(names) = &self.cipher_suites {
+            let mut chosen: Vec<SupportedCipherSuite> = provider
+                .cipher_suites
+                .iter()
+                .filter(|suite| suite.tls13().is_some())
+                .copied()
+                .collect();
+            let mut tls12_chosen = 0;
+            for (index, name) in names.iter().enumerate() {
+                if TLS13_SUITES.contains(&name.as_str()) {
+                    continue;
+                }
+                let found = provider.cipher_suites.iter().find(|suite| {
+                    suite.tls13().is_none() && suite_names(suite).contains(&name.as_str())
+                });
+                match found {
+                    Some(suite) => {
+                        chosen.push(*suite);
+                        tls12_chosen += 1;
+                    }
+                    None => problems.add(
+                        format!("{KEY}.cipher_suites[{index}]"),
+                        format!(
+                            "{name} is not offered by this exporter; TLS 1.2 suites on offer: {}",
+                            offered_tls12_suites(&provider)
+                        ),
+                    ),
+                }
+            }
+            if tls12_chosen == 0 && min_version == TlsVersion::Tls12 && !names.is_empty() {
+                problems.add(
+                    format!("{KEY}.cipher_suites"),
+                    "names no TLS 1.2 suite, so TLS 1.2 clients could not connect; add one or set min_version: TLS13",
+                );
+            }
+            provider.cipher_suites = chosen;
+        }
+        if let Some(names) = &self.curve_preferences {
+            let mut chosen: Vec<&'static dyn SupportedKxGroup> = Vec::new();
+            for (index, name) in names.iter().enumerate() {
+                let group: Option<&'static dyn SupportedKxGroup> = match name.as_str() {
+                    "X25519" => Some(aws_lc_rs::kx_group::X25519),
+                    "CurveP256" => Some(aws_lc_rs::kx_group::SECP256R1),
+                    "CurveP384" => Some(aws_lc_rs::kx_group::SECP384R1),
+                    "X25519MLKEM768" => Some(aws_lc_rs::kx_group::X25519MLKEM768),
+                    _ => None,
+                };
+                match group {
+                    Some(group) => chosen.push(group),
+                    None => problems.add(
+                        format!("{KEY}.curve_preferences[{index}]"),
+                        format!(
+                            "{name} is not offered by this exporter; use X25519, CurveP256, CurveP384 or X25519MLKEM768"
+                        ),
+                    ),
+                }
+            }
+            if !chosen.is_empty() {
+                provider.kx_groups = chosen;
+            }
+        }
+        Some(Arc::new(provider))
+    }
+
+    fn certificate_chain(&self, problems: &mut Problems) -> Option<Vec<CertificateDer<'static>>> {
+        let key = self.cert_key();
+        let (pem, source) = self.pem_source(
+            "cert",
+            &self.cert_file,
+            self.cert.as_deref().map(str::as_bytes),
+            problems,
+        )?;
+        let chain: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+        match chain {
+            Ok(chain) if !chain.is_empty() => Some(chain),
+            Ok(_) => {
+                problems.add(key, format!("{source} holds no PEM certificate"));
+                None
+            }
+            Err(err) => {
+                problems.add(key, format!("{source} is not valid PEM: {err}"));
+                None
+            }
+        }
+    }
+
+    fn private_key(&self, problems: &mut Problems) -> Option<PrivateKeyDer<'static>> {
+        let key = self.key_key();
+        let (pem, source) = self.pem_source(
+            "key",
+            &self.key_file,
+            self.key.as_ref().map(|key| key.expose().as_bytes()),
+            problems,
+        )?;
+        // The parser's own message may quote the file; a key's content stays out of errors.
+        match PrivateKeyDer::from_pem_slice(&pem) {
+            Ok(private_key) => Some(private_key),
+            Err(_) => {
+                problems.add(
+                    key,
+                    format!("{source} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn client_roots(
+        &self,
+        client_auth: ClientAuth,
+        problems: &mut Problems,
+    ) -> Option<RootCertStore> {
+        // Without client CAs, `client_auth` has reported the problem already.
+        if client_auth == ClientAuth::None
+            || (self.client_ca_file.is_none() && self.client_ca.is_none())
+        {
+            return None;
+        }
+        let key = self.client_ca_key();
+        let (pem, source) = self.pem_source(
+            "client_ca",
+            &self.client_ca_file,
+            self.client_ca.as_deref().map(str::as_bytes),
+            problems,
+        )?;
+        let mut roots = RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            match certificate.map(|certificate| roots.add(certificate)) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    problems.add(&key, format!("{source} holds an unusable CA: {err}"));
+                    return None;
+                }
+                Err(err) => {
+                    problems.add(&key, format!("{source} is not valid PEM: {err}"));
+                    return None;
+                }
+            }
+        }
+        if roots.is_empty() {
+            problems.add(key, format!("{source} holds no PEM certificate"));
+            return None;
+        }
+        Some(roots)
+    }
+
+    /// The PEM of a file setting (`{name}_file`) or its inline twin (`{name}`): exactly one
+    /// of them must be given. Returns the PEM and how to name its source in a message.
+    fn pem_source(
+        &self,
+        name: &str,
+        file: &Option<PathBuf>,
+        inline: Option<&[u8]>,
+        problems: &mut Problems,
+    ) -> Option<(Vec<u8>, String)> {
+        match (file, inline) {
+            (Some(_), Some(_)) => {
+                problems.add(
+                    format!("{KEY}.{name}"),
+                    format!("give either {name}_file or {name}, not both"),
+                );
+                None
+            }
+            (Some(path), None) => match std::fs::read(path) {
+                Ok(pem) => Some((pem, path.display().to_string())),
+                Err(err) => {
+                    problems.add(
+                        format!("{KEY}.{name}_file"),
+                        format!("cannot read {}: {err}", path.display()),
+                    );
+                    None
+                }
+            },
+            (None, Some(pem)) => Some((pem.to_vec(), format!("{KEY}.{name}"))),
+            (None, None) => {
+                problems.add(
+                    format!("{KEY}.{name}_file"),
+                    "is required when TLS is configured",
+                );
+                None
+            }
+        }
+    }
+
+    /// The key a problem with the certificate is reported under: the inline one when used.
+    fn cert_key(&self) -> String {
+        inline_or_file_key(self.cert.is_some(), "cert")
+    }
+
+    fn key_key(&self) -> String {
+        inline_or_file_key(self.key.is_some(), "key")
+    }
+
+    fn client_ca_key(&self) -> String {
+        inline_or_file_key(self.client_ca.is_some(), "client_ca")
+    }
+}
+
+fn inline_or_file_key(inline: bool, name: &str) -> String {
+    if inline {
+        format!("{KEY}.{name}")
+    } else {
+        format!("{KEY}.{name}_file")
+    }
+}
+
+/// Go's names of the TLS 1.3 suites, which are always on.
+const TLS13_SUITES: &[&str] = &[
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+];
+
+/// The names a TLS 1.2 suite goes by: its IANA name, and Go's short name for the ChaCha20
+/// suites.
+fn suite_names(suite: &SupportedCipherSuite) -> Vec<&'static str> {
+    let Some(name) = suite.suite().as_str() else {
+        return Vec::new();
+    };
+    let mut names = vec![name];
+    if let Some(short) = name.strip_suffix("_SHA256")
+        && short.ends_with("CHACHA20_POLY1305")
+    {
+        names.push(short);
+    }
+    names
+}
+
+fn offered_tls12_suites(provider: &CryptoProvider) -> String {
+    provider
+        .cipher_suites
+        .iter()
+        .filter(|suite| suite.tls13().is_none())
+        .filter_map(|suite| suite.suite().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

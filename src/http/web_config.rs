@@ -1,0 +1,592 @@
+//! The `--web.config.file`: TLS and basic auth in the Prometheus exporter-toolkit format, so
+//! the files operators already have for their other exporters work here too.
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: tls.crt            # relative to this file's directory
+//!   key_file: tls.key
+//!   min_version: TLS12            # TLS12 (default) or TLS13
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: clients-ca.crt
+//! http_server_config:
+//!   headers: {Strict-Transport-Security: max-age=31536000}
+//! basic_auth_users:
+//!   prometheus: $2y$10$...        # bcrypt hash
+//! ```
+//!
+//! Unknown keys, and keys of the format this exporter does not implement, are refused with
+//! a message naming them: a setting that is silently ignored is a security setting that
+//! does not hold. `tls_server_config` is in [`super::tls`], `basic_auth_users` in
+//! [`super::basic_auth`]. Of `http_server_config`, `headers` is applied to every answer
+//! (the same few security headers exporter-toolkit allows) and `http2` is accepted and
+//! changes nothing: the server speaks HTTP/1.1, which every scraper speaks too.
+//!
+//! # Re-reading
+//!
+//! [`WebConfigWatch`] re-reads the file when it, or a certificate, key or CA file it names,
+//! has changed: it compares their size, modification time and inode whenever a connection
+//! opens and whenever a request arrives. A few `stat` calls cost next to nothing beside a
+//! TLS handshake, and so certificates rotated by cert-manager, certbot or a Kubernetes
+//! secret update take effect on the next connection with no signal to send, as with
+//! exporter-toolkit, while a file that did not change is never parsed again (re-reading it
+//! on every connection, as exporter-toolkit does, would parse certificates at every
+//! scrape). A SIGHUP or `POST /-/reload` validates the file again with the rest of the
+//! configuration, but it is this watch that puts a changed file in force.
+//!
+//! A file that turns out broken on re-reading changes nothing: the last good configuration
+//! stays and the problem is logged once per change. Switching TLS on or off needs a restart
+//! (the listener's scheme is what clients were given), so such a change is refused the same
+//! way.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use hyper::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use tokio_rustls::TlsAcceptor;
+
+use super::basic_auth::BasicAuth;
+use super::tls::{TlsSection, TlsSummary};
+
+/// One problem with a web config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebConfigProblem {
+    /// The key at fault, as `tls_server_config.min_version`; empty for the file as a whole.
+    pub key: String,
+    /// What is wrong, in words the operator can act on. Never holds a key or a hash.
+    pub problem: String,
+}
+
+/// Every problem found in a web config file. Displays one per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebConfigErrors(pub Vec<WebConfigProblem>);
+
+impl fmt::Display for WebConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            if problem.key.is_empty() {
+                f.write_str(&problem.problem)?;
+            } else {
+                write!(f, "{}: {}", problem.key, problem.problem)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WebConfigErrors {}
+
+/// Collects problems so that one check names them all.
+#[derive(Default)]
+pub(super) struct Problems(Vec<WebConfigProblem>);
+
+impl Problems {
+    pub(super) fn add(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(WebConfigProblem {
+            key: key.into(),
+            problem: problem.into(),
+        });
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+struct WebConfigFile {
+    tls_server_config: Option<TlsSection>,
+    http_server_config: Option<HttpSection>,
+    basic_auth_users: Option<BTreeMap<String, String>>,
+    /// Part of exporter-toolkit's format, not implemented here: refused by name.
+    rate_limit: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HttpSection {
+    http2: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// The answer headers `http_server_config.headers` may set, with the values allowed (any
+/// when empty): exporter-toolkit's list, so that files stay portable.
+const CONFIGURABLE_HEADERS: &[(&str, &[&str])] = &[
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// A valid web config.
+pub struct WebConfig {
+    tls: Option<(TlsAcceptor, TlsSummary)>,
+    basic_auth: Option<BasicAuth>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+impl WebConfig {
+    /// Reads and validates a web config file, certificates included.
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigErrors> {
+        Self::read(path).1
+    }
+
+    /// The TLS acceptor, when the file configures TLS.
+    pub fn tls_acceptor(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref().map(|(acceptor, _)| acceptor)
+    }
+
+    pub fn tls(&self) -> Option<TlsSummary> {
+        self.tls.as_ref().map(|(_, summary)| *summary)
+    }
+
+    /// The users of `basic_auth_users`, when there are any.
+    pub fn basic_auth(&self) -> Option<&BasicAuth> {
+        self.basic_auth.as_ref()
+    }
+
+    /// Headers to add to every answer.
+    pub fn extra_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.headers
+    }
+
+    /// What the file sets, in a few words for the log and `--config.check`.
+    pub fn summary(&self) -> String {
+        let tls = match self.tls() {
+            Some(tls) => tls.to_string(),
+            None => "no TLS".to_string(),
+        };
+        let auth = match &self.basic_auth {
+            Some(users) => format!(
+                "basic auth for {} user{}",
+                users.user_count(),
+                if users.user_count() == 1 { "" } else { "s" }
+            ),
+            None => "no basic auth".to_string(),
+        };
+        format!("{tls}; {auth}")
+    }
+
+    /// Reads the file; returns the files it names (whose changes also call for a re-read)
+    /// along with the outcome, so that a watch notices a missing certificate appearing.
+    fn read(path: &Path) -> (Vec<PathBuf>, Result<WebConfig, WebConfigErrors>) {
+        let fail = |problem: String| {
+            WebConfigErrors(vec![WebConfigProblem {
+                key: String::new(),
+                problem,
+            }])
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) => {
+                return (
+                    Vec::new(),
+                    Err(fail(format!("cannot read {}: {err}", path.display()))),
+                );
+            }
+        };
+        let mut problems = Problems::default();
+        let mut unknown_keys = Vec::new();
+        let parsed: Result<Option<WebConfigFile>, _> =
+            serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(&text), |key| {
+                unknown_keys.push(dotted(&key))
+            });
+        let mut file = match parsed {
+            // An empty file (or comments only) sets nothing, as in exporter-toolkit.
+            Ok(file) => file.unwrap_or_default(),
+            Err(err) => return (Vec::new(), Err(fail(err.to_string()))),
+        };
+        for key in unknown_keys {
+            let problem = format!("unknown key; known here: {}", known_keys(&key).join(", "));
+            problems.add(key, problem);
+        }
+        if file.rate_limit.is_some() {
+            problems.add(
+                "rate_limit",
+                "is not supported by this exporter; the task API and /metrics have their own limits",
+            );
+        }
+
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        let mut files = Vec::new();
+        let tls = match &mut file.tls_server_config {
+            Some(section) if section.is_enabled() => {
+                section.resolve_paths(base_dir);
+                files = section.files();
+                section
+                    .server_config(&mut problems)
+                    .map(|(config, summary)| (TlsAcceptor::from(config), summary))
+            }
+            _ => None,
+        };
+        let basic_auth = match file.basic_auth_users {
+            Some(users) if !users.is_empty() => match BasicAuth::new(users) {
+                Ok(users) => Some(users),
+                Err(user_problems) => {
+                    for (user, problem) in user_problems {
+                        problems.add(format!("basic_auth_users.{user}"), problem);
+                    }
+                    None
+                }
+            },
+            _ => None,
+        };
+        let headers = file
+            .http_server_config
+            .map(|section| http_headers(section, &mut problems))
+            .unwrap_or_default();
+
+        if problems.len() > 0 {
+            return (files, Err(WebConfigErrors(problems.0)));
+        }
+        (
+            files,
+            Ok(WebConfig {
+                tls,
+                basic_auth,
+                headers,
+            }),
+        )
+    }
+}
+
+fn http_headers(section: HttpSection, problems: &mut Problems) -> Vec<(HeaderName, HeaderValue)> {
+    // `http2` is accepted either way: see the module documentation.
+    let _ = section.http2;
+    let mut headers = Vec::new();
+    for (name, value) in section.headers.unwrap_or_default() {
+        let key = format!("http_server_config.headers.{name}");
+        let Some((_, allowed)) = CONFIGURABLE_HEADERS
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(&name))
+        else {
+            let names: Vec<&str> = CONFIGURABLE_HEADERS.iter().map(|(name, _)| *name).collect();
+            problems.add(
+                key,
+                format!(
+                    "this header cannot be configured; these can: {}",
+                    names.join(", ")
+                ),
+            );
+            continue;
+        };
+        if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+            problems.add(key, format!("must be one of: {}", allowed.join(", ")));
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => headers.push((name, value)),
+            _ => problems.add(key, "is not a valid HTTP header value"),
+        }
+    }
+    headers
+}
+
+/// `tls_server_config.cert_fil`: a key's path the way the messages name keys.
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => match dotted(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
+/// The keys allowed beside an unknown one (given as its dotted path), for the message.
+fn known_keys(unknown: &str) -> &'static [&'static str] {
+    match unknown.rsplit_once('.').map_or("", |(section, _)| section) {
+        "tls_server_config" => &[
+            "cert_file",
+            "key_file",
+            "cert",
+            "key",
+            "client_ca_file",
+            "client_ca",
+            "client_auth_type",
+            "min_version",
+            "max_version",
+            "cipher_suites",
+            "curve_preferences",
+            "prefer_server_cipher_suites",
+        ],
+        "http_server_config" => &["headers", "http2"],
+        _ => &[
+            "tls_server_config",
+            "http_server_config",
+            "basic_auth_users",
+        ],
+    }
+}
+
+/// What identifies a version of a file: any rewrite or replacement changes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    /// Device and inode: a file replaced by a rename (how Kubernetes updates a mounted
+    /// secret) is a new file even if size and time happen to match.
+    identity: (u64, u64),
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let identity = {
+        use std::os::unix::fs::MetadataExt;
+        (metadata.dev(), metadata.ino())
+    };
+    #[cfg(not(unix))]
+    let identity = (0, 0);
+    Some(FileStamp {
+        len: metadata.len(),
+        modified: metadata.modified().ok(),
+        identity,
+    })
+}
+
+/// The web config in force, re-read when its files change (see the module documentation).
+pub struct WebConfigWatch {
+    path: PathBuf,
+    state: Mutex<WatchState>,
+}
+
+struct WatchState {
+    current: Arc<WebConfig>,
+    /// The web config file and the files its last reading named.
+    watched: Vec<PathBuf>,
+    /// Their stamps when they were last read, whatever came of it.
+    seen: Vec<Option<FileStamp>>,
+}
+
+impl WebConfigWatch {
+    /// Reads the file; fails when it is not valid.
+    pub fn open(path: &Path) -> Result<WebConfigWatch, WebConfigErrors> {
+        let before = stamp(path);
+        let (files, outcome) = WebConfig::read(path);
+        let config = outcome?;
+        let watched: Vec<PathBuf> = std::iter::once(path.to_path_buf()).chain(files).collect();
+        let mut seen: Vec<Option<FileStamp>> = watched.iter().map(|file| stamp(file)).collect();
+        // The stamp taken before reading: a change made while reading is seen next time.
+        seen[0] = before;
+        Ok(WebConfigWatch {
+            path: path.to_path_buf(),
+            state: Mutex::new(WatchState {
+                current: Arc::new(config),
+                watched,
+                seen,
+            }),
+        })
+    }
+
+    /// The configuration in force, after re-reading the file if it or a file it names
+    /// changed since it was last read.
+    pub fn current(&self) -> Arc<WebConfig> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before: Vec<Option<FileStamp>> = state.watched.iter().map(|file| stamp(file)).collect();
+        if before == state.seen {
+            return state.current.clone();
+        }
+        let (files, outcome) = WebConfig::read(&self.path);
+        let watched: Vec<PathBuf> = std::iter::once(self.path.clone()).chain(files).collect();
+        state.seen = if watched == state.watched {
+            before
+        } else {
+            watched.iter().map(|file| stamp(file)).collect()
+        };
+        state.watched = watched;
+        match outcome {
+            Ok(config) if config.tls.is_some() != state.current.tls.is_some() => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    "the web config file now turns TLS {}; that takes a restart, so the previous web config stays in force",
+                    if config.tls.is_some() { "on" } else { "off" }
+                );
+            }
+            Ok(config) => {
+                tracing::info!(
+                    path = %self.path.display(),
+                    web_config = %config.summary(),
+                    "web config file re-read"
+                );
+                state.current = Arc::new(config);
+            }
+            Err(errors) => {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %errors.to_string().replace('\n', "; "),
+                    "the web config file is not valid; the previous web config stays in force"
+                );
+            }
+        }
+        state.current.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<WebConfig, WebConfigErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, text).unwrap();
+        WebConfig::load(&path)
+    }
+
+    fn problem_keys(text: &str) -> Vec<String> {
+        load(text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|problem| problem.key)
+            .collect()
+    }
+
+    /// An empty file, or empty sections, configure neither TLS nor basic auth.
+    #[test]
+    fn empty_files_configure_nothing() {
+        for text in [
+            "",
+            "# nothing\n",
+            "tls_server_config:\nbasic_auth_users:\n",
+            "basic_auth_users: {}\n",
+        ] {
+            let config = load(text).unwrap();
+            assert!(
+                config.tls().is_none() && config.basic_auth().is_none(),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// Unknown keys, at the top and inside sections, are refused by their full path with
+    /// the keys known there.
+    #[test]
+    fn unknown_keys_are_named() {
+        let errors = load(
+            "tls_server_config:\n  cert_fil: x\nhttp_server_config:\n  http3: true\nbasic_auth: {}\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "tls_server_config.cert_fil",
+                "http_server_config.http3",
+                "basic_auth"
+            ]
+        );
+        let text = errors.to_string();
+        assert!(text.contains("known here: cert_file, key_file"), "{text}");
+        assert!(
+            text.contains("basic_auth: unknown key; known here: tls_server_config"),
+            "{text}"
+        );
+    }
+
+    /// Parts of exporter-toolkit's format this exporter does not implement are refused by
+    /// name, not ignored.
+    #[test]
+    fn unsupported_settings_are_refused_by_name() {
+        assert_eq!(
+            problem_keys("rate_limit: {interval: 1s, burst: 10}\n"),
+            ["rate_limit"]
+        );
+        let keys = problem_keys(
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n  min_version: TLS10\n  client_auth_type: RequireAnyClientCert\n  client_allowed_sans: [a]\n",
+        );
+        for key in [
+            "tls_server_config.client_allowed_sans",
+            "tls_server_config.min_version",
+            "tls_server_config.client_auth_type",
+            "tls_server_config.cert_file",
+            "tls_server_config.key_file",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+        }
+    }
+
+    /// A YAML syntax error is reported with its line.
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let text = load("basic_auth_users:\n  a: [\n").unwrap_err().to_string();
+        assert!(text.contains("line"), "{text}");
+    }
+
+    /// Only exporter-toolkit's security headers may be set, with its allowed values.
+    #[test]
+    fn only_security_headers_may_be_set() {
+        let config = load(
+            "http_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = config
+            .extra_headers()
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["strict-transport-security", "x-frame-options"]);
+        assert_eq!(
+            problem_keys(
+                "http_server_config:\n  headers:\n    Server: mine\n    X-Frame-Options: allow\n"
+            ),
+            [
+                "http_server_config.headers.Server",
+                "http_server_config.headers.X-Frame-Options"
+            ]
+        );
+    }
+
+    /// A bad hash is reported under its user's key.
+    #[test]
+    fn bad_hashes_name_their_user() {
+        assert_eq!(
+            problem_keys("basic_auth_users:\n  prometheus: hunter2\n"),
+            ["basic_auth_users.prometheus"]
+        );
+    }
+
+    /// Client CAs without a client auth type, and a client auth type without CAs, are
+    /// refused (a setting that silently does nothing is a security setting that does not
+    /// hold).
+    #[test]
+    fn client_auth_needs_both_halves() {
+        let keys = problem_keys("tls_server_config:\n  cert: x\n  key: y\n  client_ca: z\n");
+        assert!(
+            keys.contains(&"tls_server_config.client_auth_type".to_string()),
+            "{keys:?}"
+        );
+        let keys = problem_keys(
+            "tls_server_config:\n  cert: x\n  key: y\n  client_auth_type: RequireAndVerifyClientCert\n",
+        );
+        assert!(
+            keys.contains(&"tls_server_config.client_ca_file".to_string()),
+            "{keys:?}"
+        );
+    }
+}

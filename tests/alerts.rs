@@ -1,0 +1,235 @@
+//! Checks of the Prometheus alert and recording rules: `promtool check rules` and
+//! `promtool test rules` on the shipped files, the naming and annotation conventions, a
+//! unit test for every alert, a runbook section for every alert, and only exported metrics.
+//!
+//! `promtool` is looked up in PATH; without it the promtool tests are skipped with a note,
+//! unless DINGTALK_EXPORTER_REQUIRE_PROMETHEUS=1 (set by CI), which makes them fail.
+
+mod dashboard_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use dashboard_support::{
+    SYNTHETIC_SERIES, family_of, parse_promql, prometheus_binary, read_golden_families,
+    readme_anchors, rule_tests_dir, rules_path, selector_metric_name, vector_selectors,
+};
+use serde_json::Value;
+
+/// Where each alert's `runbook_url` points: a heading of the README named after the alert.
+const RUNBOOK_BASE: &str =
+    "https://github.com/dingtalk-exporter/dingtalk-exporter/blob/main/README.md#";
+const SEVERITIES: &[&str] = &["critical", "warning", "info"];
+
+fn read_yaml(path: &PathBuf) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    serde_yaml_ng::from_str(&text)
+        .unwrap_or_else(|err| panic!("{} is not YAML: {err}", path.display()))
+}
+
+/// Every rule of the rule file, alerts and recording rules alike.
+fn rules() -> Vec<Value> {
+    let file = read_yaml(&rules_path());
+    file["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+fn alerts() -> Vec<Value> {
+    let alerts: Vec<Value> = rules()
+        .into_iter()
+        .filter(|rule| rule.get("alert").is_some())
+        .collect();
+    assert!(!alerts.is_empty(), "the rule file has no alerts");
+    alerts
+}
+
+fn rule_test_files() -> Vec<PathBuf> {
+    let dir = rule_tests_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no rule tests in {}", dir.display());
+    files
+}
+
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// `promtool check rules` accepts the shipped rule file.
+#[test]
+fn promtool_accepts_the_rule_file() {
+    let Some(promtool) = prometheus_binary("promtool") else {
+        return;
+    };
+    let (ok, output) = run(Command::new(promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(rules_path()));
+    assert!(ok, "promtool check rules failed:\n{output}");
+}
+
+/// Every `promtool test rules` unit test of the alerts passes.
+#[test]
+fn promtool_unit_tests_of_the_alerts_pass() {
+    let Some(promtool) = prometheus_binary("promtool") else {
+        return;
+    };
+    let (ok, output) = run(Command::new(promtool)
+        .arg("test")
+        .arg("rules")
+        .args(rule_test_files()));
+    assert!(ok, "promtool test rules failed:\n{output}");
+}
+
+/// Every alert has a unit test in which it fires and one in which it stays silent.
+#[test]
+fn every_alert_is_unit_tested_firing_and_silent() {
+    let mut firing = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for file in rule_test_files() {
+        let tests = read_yaml(&file);
+        for test in tests["tests"].as_array().into_iter().flatten() {
+            for case in test["alert_rule_test"].as_array().into_iter().flatten() {
+                let name = case["alertname"].as_str().unwrap_or_default().to_string();
+                let expected = case["exp_alerts"].as_array().cloned().unwrap_or_default();
+                if expected.is_empty() {
+                    silent.insert(name);
+                } else {
+                    firing.insert(name);
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for alert in alerts() {
+        let name = alert["alert"].as_str().unwrap_or_default().to_string();
+        if !firing.contains(&name) {
+            problems.push(format!("{name}: no test where it fires"));
+        }
+        if !silent.contains(&name) {
+            problems.push(format!("{name}: no test where it stays silent"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Alerts are DingTalk-prefixed CamelCase with a severity, summary, description and runbook_url.
+#[test]
+fn alerts_follow_naming_and_annotation_conventions() {
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for alert in alerts() {
+        let name = alert["alert"].as_str().unwrap_or_default();
+        if !names.insert(name.to_string()) {
+            problems.push(format!("{name}: defined twice"));
+        }
+        let camel_case = name.starts_with("DingTalk")
+            && name.len() > "DingTalk".len()
+            && name.chars().all(|c| c.is_ascii_alphanumeric())
+            && name["DingTalk".len()..].starts_with(|c: char| c.is_ascii_uppercase());
+        if !camel_case {
+            problems.push(format!("{name}: not CamelCase with the DingTalk prefix"));
+        }
+        let severity = alert["labels"]["severity"].as_str().unwrap_or_default();
+        if !SEVERITIES.contains(&severity) {
+            problems.push(format!(
+                "{name}: severity {severity:?} not one of {SEVERITIES:?}"
+            ));
+        }
+        for annotation in ["summary", "description", "runbook_url"] {
+            if alert["annotations"][annotation]
+                .as_str()
+                .is_none_or(|text| text.trim().is_empty())
+            {
+                problems.push(format!("{name}: no {annotation} annotation"));
+            }
+        }
+        let expected_url = format!("{RUNBOOK_BASE}{}", name.to_lowercase());
+        if alert["annotations"]["runbook_url"] != expected_url.as_str() {
+            problems.push(format!("{name}: runbook_url should be {expected_url}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every alert's runbook_url anchor is a heading of the README (or of the draft beside it).
+#[test]
+fn every_runbook_url_points_at_a_readme_section() {
+    let anchors = readme_anchors();
+    let missing: Vec<String> = alerts()
+        .iter()
+        .filter_map(|alert| {
+            let url = alert["annotations"]["runbook_url"].as_str()?;
+            let anchor = url.rsplit_once('#').map(|(_, anchor)| anchor)?;
+            (!anchors.contains(anchor)).then(|| format!("{url} has no heading"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// Rules read only exported or recorded metrics; recording rules are well named and used.
+#[test]
+fn every_metric_a_rule_reads_is_exported_or_recorded() {
+    let golden = read_golden_families();
+    let rules = rules();
+    let recorded: BTreeSet<String> = rules
+        .iter()
+        .filter_map(|rule| rule["record"].as_str().map(str::to_string))
+        .collect();
+    let mut problems = Vec::new();
+    let mut reads: BTreeMap<String, usize> = BTreeMap::new();
+    for rule in &rules {
+        let name = rule["alert"]
+            .as_str()
+            .or(rule["record"].as_str())
+            .unwrap_or_default();
+        let expr = rule["expr"].as_str().unwrap_or_default();
+        let parsed = match parse_promql(expr) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                problems.push(format!("{name}: {err}"));
+                continue;
+            }
+        };
+        for selector in vector_selectors(&parsed) {
+            let Some(metric) = selector_metric_name(selector) else {
+                problems.push(format!("{name}: selector {selector} names no metric"));
+                continue;
+            };
+            *reads.entry(metric.clone()).or_default() += 1;
+            let known = SYNTHETIC_SERIES.contains(&metric.as_str())
+                || recorded.contains(&metric)
+                || family_of(&metric, &golden).is_some();
+            if !known {
+                problems.push(format!("{name}: {metric} is neither exported nor recorded"));
+            }
+        }
+    }
+    for record in &recorded {
+        if record.split(':').count() != 3 {
+            problems.push(format!("{record}: not named level:metric:operations"));
+        }
+        if !reads.contains_key(record) {
+            problems.push(format!("{record}: recorded but never used"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -1,0 +1,216 @@
+//! A task's life seen from outside the real binary: static tasks from the config file, the
+//! `track` and `simulate` subcommands, expiry after `--task.max-age`, and leaving `/metrics`
+//! after `--task.retention`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    ExporterProcess, binary, eventually, exporter_against, get_text, sample, start_simulator,
+    temp_db,
+};
+use dingtalk_exporter::simulator::{Behaviour, Simulator, Timeline};
+
+const SECRET: &str = "lifecycle-secret";
+const APP_KEY: &str = "dinglifecycle";
+const AGENT: i64 = 31;
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn simulator() -> Simulator {
+    start_simulator(APP_KEY, SECRET, Behaviour::default()).await
+}
+
+fn exporter(sim: &Simulator, db: &str, extra: &[&str]) -> ExporterProcess {
+    let flags = [
+        ("--poll.min-interval", "100ms"),
+        ("--poll.max-interval", "500ms"),
+    ];
+    exporter_against(sim, (APP_KEY, SECRET), db, &flags, extra)
+}
+
+async fn task_json(exporter: &ExporterProcess, task_id: i64) -> Option<serde_json::Value> {
+    common::task_json(exporter, AGENT, task_id).await
+}
+
+/// Tasks listed in the config file are tracked from the start, and ones added to the file
+/// are tracked after a reload.
+#[tokio::test]
+async fn static_tasks_are_tracked_and_reloaded() {
+    let sim = simulator().await;
+    let first = sim.add_task(AGENT, Timeline::stalled_at(10.0));
+    let second = sim.add_task(AGENT, Timeline::stalled_at(20.0));
+    let (dir, db) = temp_db();
+    let config = dir.path().join("config.yml");
+    let write_config = |tasks: &[(i64, &str)]| {
+        let mut text = String::from("tasks:\n");
+        for (task, name) in tasks {
+            text.push_str(&format!(
+                "  - agent_id: {AGENT}\n    task_id: {task}\n    name: {name}\n"
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(&[(first, "payroll notice May")]);
+    let config_arg = config.to_str().unwrap().to_string();
+    let exporter = exporter(&sim, &db, &["--config.file", &config_arg]);
+
+    let answer = task_json(&exporter, first)
+        .await
+        .expect("the static task is tracked");
+    assert_eq!(answer["name"], "payroll notice May");
+    assert!(task_json(&exporter, second).await.is_none());
+
+    write_config(&[
+        (first, "payroll notice May"),
+        (second, "maintenance window"),
+    ]);
+    let reload = reqwest::Client::new()
+        .post(exporter.url("/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    let answer = task_json(&exporter, second)
+        .await
+        .expect("tracked after the reload");
+    assert_eq!(answer["name"], "maintenance window");
+}
+
+/// `dingtalk-exporter track` registers a task with a running exporter, and a second run
+/// says it was already tracked.
+#[tokio::test]
+async fn the_track_command_registers_tasks() {
+    let sim = simulator().await;
+    let task = sim.add_task(AGENT, Timeline::slow());
+    let (_dir, db) = temp_db();
+    let exporter = exporter(&sim, &db, &[]);
+    let track = || {
+        Command::new(binary())
+            .args(["track", "--exporter.url", &exporter.url("")])
+            .args([
+                "--agent-id",
+                &AGENT.to_string(),
+                "--task-id",
+                &task.to_string(),
+            ])
+            .args(["--name", "from cron"])
+            .output()
+            .expect("track runs")
+    };
+    let first = track();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        task_json(&exporter, task).await.unwrap()["name"],
+        "from cron"
+    );
+    let again = track();
+    assert!(again.status.success());
+    let bad = Command::new(binary())
+        .args(["track", "--exporter.url", &exporter.url("")])
+        .args(["--agent-id", "0", "--task-id", "5"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "an invalid id is refused");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("agent_id"));
+}
+
+/// A task past `--task.max-age` becomes expired and is not polled again; once its
+/// retention has passed it leaves `/metrics` and the task API.
+#[tokio::test]
+async fn old_tasks_expire_then_leave_metrics_after_retention() {
+    let sim = simulator().await;
+    let task = sim.add_task(AGENT, Timeline::stalled_at(50.0));
+    let (_dir, db) = temp_db();
+    let exporter = exporter(
+        &sim,
+        &db,
+        &["--task.max-age", "2s", "--task.retention", "2s"],
+    );
+    let status = reqwest::Client::new()
+        .post(exporter.url("/api/v1/tasks"))
+        .json(&serde_json::json!({"agent_id": AGENT, "task_id": task, "name": "old"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+    let id = task.to_string();
+
+    eventually("the task to expire", WAIT, || async {
+        (task_json(&exporter, task).await?["state"] == "expired").then_some(())
+    })
+    .await;
+    let metrics = get_text(&exporter.url("/metrics")).await.unwrap();
+    assert_eq!(
+        sample(&metrics, "dingtalk_tasks", &[("state", "expired")]),
+        Some(1.0)
+    );
+    assert!(sample(&metrics, "dingtalk_task_info", &[("task_id", &id)]).is_some());
+    let calls = task_json(&exporter, task).await.unwrap()["metered_calls"]
+        .as_u64()
+        .unwrap();
+
+    eventually("the task to leave /metrics", WAIT, || async {
+        let metrics = get_text(&exporter.url("/metrics")).await?;
+        sample(&metrics, "dingtalk_task_info", &[("task_id", &id)])
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("the task to be forgotten", WAIT, || async {
+        task_json(&exporter, task).await.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        sim.stats().calls.getsendprogress <= calls,
+        "an expired task was polled again"
+    );
+}
+
+/// `dingtalk-exporter simulate` serves DingTalk's API and its control API on its own.
+#[tokio::test]
+async fn the_simulate_command_serves_the_api() {
+    let mut child = Command::new(binary())
+        .args(["simulate", "--listen-address", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulate starts");
+    let stdout = child.stdout.take().unwrap();
+    let url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_once("listening on ")
+                .map(|(_, url)| url.trim().to_string())
+        })
+        .expect("simulate says where it listens");
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{url}/_sim/tasks"))
+        .json(&serde_json::json!({"agent_id": 1, "timeline": {"stall_at_percent": 40}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(created["task_id"].as_i64().unwrap() > 0);
+    let token: serde_json::Value = reqwest::get(format!(
+        "{url}/gettoken?appkey=dingsimdemo&appsecret=simulator-demo-secret"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(token["errcode"], 0);
+    let _ = child.kill();
+    let _ = child.wait();
+}
