@@ -37,6 +37,9 @@ const THROTTLE_PAUSE_MS: i64 = 1_000;
 /// before it returns.
 pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Told when a poll gives its slot back, so that a full house waits for that rather
+    // than spinning on tasks already due.
+    let slot_freed = Arc::new(tokio::sync::Notify::new());
     let tracker = exporter.tracker().clone();
     let mut next_housekeeping = 0;
     // Until when the monthly budget or DingTalk's quota holds every metered call back.
@@ -73,6 +76,7 @@ pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let exporter = exporter.clone();
                 let deferrals = deferrals_tx.clone();
+                let slot_freed = slot_freed.clone();
                 tokio::spawn(async move {
                     let key = task.key;
                     let due_at = task.next_poll_at_ms.unwrap_or_else(now_ms);
@@ -95,22 +99,26 @@ pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
                         }
                     }
                     drop(permit);
+                    slot_freed.notify_one();
                 });
             }
         }
 
-        // Sleep until the next task is due, a registration or a finished poll wakes us, the
-        // pause ends, housekeeping is due, or shutdown.
+        // Sleep until the next task is due (or, with every slot taken, a slot is freed), a
+        // registration wakes us, the pause ends, housekeeping is due, or shutdown.
         let mut wake_at = next_housekeeping;
         if let Some(until) = paused_until {
             wake_at = wake_at.min(until);
-        } else if let Some(due) = tracker.next_due_ms() {
+        } else if slots.available_permits() > 0
+            && let Some(due) = tracker.next_due_ms()
+        {
             wake_at = wake_at.min(due.max(now + 1));
         }
         let sleep_ms = (wake_at - now_ms()).clamp(1, HOUSEKEEPING_EVERY_MS) as u64;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
             _ = tracker.wake.notified() => {}
+            _ = slot_freed.notified() => {}
             _ = shutdown.changed() => {}
         }
     }
