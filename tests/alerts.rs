@@ -6,15 +6,17 @@
 //! unless DINGTALK_EXPORTER_REQUIRE_PROMETHEUS=1 (set by CI), which makes them fail.
 
 mod dashboard_support;
+mod prometheus_tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
 use dashboard_support::{
-    SYNTHETIC_SERIES, family_of, parse_promql, prometheus_binary, read_golden_families,
-    readme_anchors, rule_tests_dir, rules_path, selector_metric_name, vector_selectors,
+    SYNTHETIC_SERIES, family_of, parse_promql, read_golden_families, readme_anchors,
+    rule_tests_dir, rules_path, selector_metric_name, vector_selectors,
 };
+use prometheus_tools::prometheus_binary;
 use serde_json::Value;
 
 /// Where each alert's `runbook_url` points: a heading of the README named after the alert.

@@ -9,9 +9,10 @@
 //! a note, unless DINGTALK_EXPORTER_REQUIRE_PROMETHEUS=1 (set by CI), which makes it fail.
 
 mod dashboard_support;
+mod prometheus_tools;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -19,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use dashboard_support::{
     PanelQuery, UPDATE_GOLDEN_ENV, exposition_families, golden_families_path, leftover_variable,
-    load_dashboard, panel_queries, parse_family_list, prometheus_binary, render_family_list,
-    rules_path, substitute_variables,
+    load_dashboard, panel_queries, parse_family_list, render_family_list, rules_path,
+    substitute_variables,
 };
+use prometheus_tools::{check_metrics, prometheus_binary};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -290,32 +292,6 @@ async fn scrape_until_complete(
     }
 }
 
-fn promtool_check_metrics(promtool: &Path, exposition: &str) -> Result<(), String> {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot run promtool: {err}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(exposition.as_bytes())
-        .map_err(|err| err.to_string())?;
-    let output = child.wait_with_output().map_err(|err| err.to_string())?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
 /// Every metric and sample name of an exposition that ends in `_percent`.
 fn percent_names(exposition: &str) -> BTreeSet<String> {
     exposition
@@ -475,7 +451,7 @@ async fn every_dashboard_panel_has_data_from_the_demo_in_a_real_prometheus() {
     if let Err(diff) = compare_with_golden(&exposed) {
         panic!("{diff}\ndemo output:\n{}", demo.recent_output());
     }
-    if let Err(problems) = promtool_check_metrics(&promtool, &exposition) {
+    if let Err(problems) = check_metrics(&promtool, &exposition) {
         panic!("promtool check metrics rejects /metrics:\n{problems}");
     }
     let percent = percent_names(&exposition);

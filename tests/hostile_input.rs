@@ -8,14 +8,13 @@ mod common;
 #[allow(dead_code)]
 #[path = "http_common/exposition.rs"]
 mod exposition;
-
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+mod prometheus_tools;
 
 use common::{ExporterProcess, get_text, temp_db};
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{Task, TaskKey, TaskStore};
+use prometheus_tools::{check_metrics, prometheus_binary};
 use serde_json::Value;
 
 /// The most tasks the exporter of these tests tracks, so a batch can go past it cheaply.
@@ -224,46 +223,11 @@ const API_NAMES: [&str; 5] = [
 /// release, may still hold: it must come out escaped all the same.
 const STORED_NAME: &str = "two\nlines\tand a tab";
 
-fn find_in_path(binary: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(binary))
-        .find(|path| path.is_file())
-}
-
-/// Runs `promtool check metrics` on `text`, or says why it cannot (promtool missing and not
-/// required: CI sets DINGTALK_EXPORTER_REQUIRE_PROMETHEUS so that it fails instead).
+/// Runs `promtool check metrics` on `text`, or `None` when promtool is missing and not
+/// required (CI sets DINGTALK_EXPORTER_REQUIRE_PROMETHEUS so that it fails instead).
 fn promtool_check(text: &str) -> Option<Result<(), String>> {
-    let Some(promtool) = find_in_path("promtool") else {
-        assert!(
-            std::env::var_os("DINGTALK_EXPORTER_REQUIRE_PROMETHEUS").is_none(),
-            "promtool is required (DINGTALK_EXPORTER_REQUIRE_PROMETHEUS is set) but not in PATH"
-        );
-        return None;
-    };
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(if output.status.success() && said.is_empty() {
-        Ok(())
-    } else {
-        Err(said)
-    })
+    let promtool = prometheus_binary("promtool")?;
+    Some(check_metrics(&promtool, text))
 }
 
 /// Task names with quotes, backslashes, line breaks, non-ASCII text and HTML come out of the

@@ -1,9 +1,7 @@
 //! `/metrics`: the exposition over real HTTP and the task series rendered from the tracker.
 
 mod http_common;
-
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+mod prometheus_tools;
 
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::dingtalk::RecipientCounts;
@@ -11,6 +9,7 @@ use dingtalk_exporter::metrics::render_metrics;
 use dingtalk_exporter::tracker::{NewTask, ResultFetch, SendStatus, TaskKey, TaskState};
 use http_common::exposition::{self, Exposition};
 use http_common::{TestServer, client, exporter, test_config};
+use prometheus_tools::{check_metrics, prometheus_binary};
 
 const AGENT: &str = "2839445214";
 const TASK: &str = "256271667526";
@@ -295,12 +294,7 @@ async fn retention_removes_finished_task_series() {
 /// requires it through DINGTALK_EXPORTER_REQUIRE_PROMETHEUS).
 #[tokio::test]
 async fn promtool_check_metrics_passes() {
-    let Some(promtool) = find_in_path("promtool") else {
-        assert!(
-            std::env::var_os("DINGTALK_EXPORTER_REQUIRE_PROMETHEUS").is_none(),
-            "promtool is required (DINGTALK_EXPORTER_REQUIRE_PROMETHEUS is set) but not in PATH"
-        );
-        eprintln!("promtool not in PATH; skipping");
+    let Some(promtool) = prometheus_binary("promtool") else {
         return;
     };
     let mut config = test_config();
@@ -334,32 +328,9 @@ async fn promtool_check_metrics_passes() {
     tracker.update(vec![task]).await.unwrap();
 
     let text = render_metrics(&exporter, now);
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn find_in_path(binary: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(binary))
-        .find(|candidate| candidate.is_file())
+    if let Err(problems) = check_metrics(&promtool, &text) {
+        panic!("{problems}\n{text}");
+    }
 }
 
 /// 100,000 tracked tasks render completely: one info series each, counted by state.

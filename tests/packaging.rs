@@ -2,36 +2,24 @@
 //! `promtool` for the web config and the Prometheus config, `systemd-analyze` for the unit,
 //! and the Kubernetes manifests against one another.
 
+mod prometheus_tools;
 mod tls_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dingtalk_exporter::http::WebConfig;
+use prometheus_tools::{find_in_path, prometheus_binary};
 use tls_common::TestCa;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
 /// promtool from PATH; `None` (with a note) when missing, unless CI requires it through
 /// DINGTALK_EXPORTER_REQUIRE_PROMETHEUS, which turns the skip into a failure.
 fn promtool() -> Option<PathBuf> {
-    let found = find_in_path("promtool");
-    if found.is_none() {
-        assert!(
-            std::env::var_os("DINGTALK_EXPORTER_REQUIRE_PROMETHEUS").is_none(),
-            "promtool is required (DINGTALK_EXPORTER_REQUIRE_PROMETHEUS is set) but not in PATH"
-        );
-        eprintln!("promtool not in PATH (Debian package `prometheus`); skipping");
-    }
-    found
+    prometheus_binary("promtool")
 }
 
 /// (success, stdout and stderr together).

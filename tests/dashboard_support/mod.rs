@@ -1,6 +1,6 @@
 //! What the dashboard, alert-rule and end-to-end Prometheus tests share: the files of the
 //! mixin, the queries of the dashboard, the golden list of metric families the exporter
-//! exposes, PromQL selector extraction, and finding Prometheus' binaries.
+//! exposes, and PromQL selector extraction.
 //!
 //! Each test crate uses its own part of this module, hence `dead_code` is allowed.
 #![allow(dead_code)]
@@ -10,10 +10,6 @@ use std::path::{Path, PathBuf};
 
 use promql_parser::parser::{Expr, VectorSelector};
 use serde_json::Value;
-
-/// The environment variable under which a missing `prometheus`/`promtool` fails a test
-/// instead of skipping it (CI sets it after installing Debian's `prometheus`).
-pub const REQUIRE_PROMETHEUS_ENV: &str = "DINGTALK_EXPORTER_REQUIRE_PROMETHEUS";
 
 /// Rewrites the golden file from the live exposition instead of comparing with it.
 pub const UPDATE_GOLDEN_ENV: &str = "UPDATE_GOLDEN";
@@ -303,40 +299,4 @@ pub fn readme_anchors() -> BTreeSet<String> {
     }
     assert!(read_any, "no README to hold the runbooks");
     anchors
-}
-
-/// An executable of that name in `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            candidate
-                .metadata()
-                .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
-/// The binary from `PATH`; without it, `None` after a printed note, or a failure when
-/// [`REQUIRE_PROMETHEUS_ENV`] is `1`.
-pub fn prometheus_binary(name: &str) -> Option<PathBuf> {
-    if let Some(path) = find_in_path(name) {
-        return Some(path);
-    }
-    if std::env::var(REQUIRE_PROMETHEUS_ENV).as_deref() == Ok("1") {
-        panic!(
-            "`{name}` is not in PATH but {REQUIRE_PROMETHEUS_ENV}=1 requires it \
-             (Debian: apt-get install prometheus)"
-        );
-    }
-    // Written to the process's stderr directly: the test harness captures eprintln!, and a
-    // skip nobody sees looks like a pass.
-    let note = format!(
-        "note: skipping a test, `{name}` is not in PATH (Debian: apt-get install prometheus; \
-         set {REQUIRE_PROMETHEUS_ENV}=1 to make this a failure)\n"
-    );
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
-    None
 }
