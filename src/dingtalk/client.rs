@@ -25,7 +25,10 @@ use super::answer;
 use super::limiter::ApiLimiter;
 use super::redact::redact_values;
 use super::token::{CachedToken, TokenCache};
-use super::{Api, ApiFailure, CallGate, Deferral, DeliveryApi, RecipientCounts, SendProgress};
+use super::{
+    Api, ApiFailure, CallGate, Deferral, DeliveryApi, RecipientCounts, SendProgress,
+    is_throttle_code, is_transient_code,
+};
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::config::{AppConfig, DingTalkSettings};
 use crate::metrics::Telemetry;
@@ -80,8 +83,8 @@ fn next_step(failure: &ApiFailure) -> Next {
     match failure {
         ApiFailure::Transport(_) => Next::Retry,
         ApiFailure::DingTalk { code, .. } => match *code {
-            -1 | 500 => Next::Retry,
-            90002 | 90003..=90014 | 90018 | 45009 => Next::Throttled,
+            code if is_transient_code(code) => Next::Retry,
+            code if is_throttle_code(code) => Next::Throttled,
             code if TOKEN_REJECTED.contains(&code) => Next::RefreshToken,
             _ => Next::GiveUp,
         },

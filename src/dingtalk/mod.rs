@@ -71,6 +71,17 @@ pub const KNOWN_ERRCODES: &[i64] = &[
     90020,
 ];
 
+/// DingTalk's throttle codes (global, per org, per credential, per app and API): the caller
+/// must pause, at least a second, before asking again.
+pub fn is_throttle_code(code: i64) -> bool {
+    matches!(code, 45009 | 90002..=90014 | 90018)
+}
+
+/// System busy (-1) or system error (500): worth another try after a backoff.
+pub fn is_transient_code(code: i64) -> bool {
+    matches!(code, -1 | 500)
+}
+
 /// Why a call produced no usable answer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ApiFailure {
@@ -118,6 +129,11 @@ impl ApiFailure {
             ApiFailure::IpBanned { .. } => Some("ip_banned".to_string()),
             ApiFailure::Deferred { .. } => None,
         }
+    }
+
+    /// Whether DingTalk asked the caller to slow down (a throttle code).
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, ApiFailure::DingTalk { code, .. } if is_throttle_code(*code))
     }
 
     /// The DingTalk errcode to show as a task's `last_errcode`, when DingTalk answered.

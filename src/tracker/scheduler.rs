@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::clock::{ms_to_seconds, now_ms};
-use crate::dingtalk::{ApiFailure, Deferral, DeliveryApi, SendProgress};
+use crate::dingtalk::{
+    ApiFailure, Deferral, DeliveryApi, SendProgress, is_throttle_code, is_transient_code,
+};
 use crate::exporter::Exporter;
 
 pub use super::policy::PollBounds;
@@ -266,7 +268,7 @@ pub fn record_progress_answer(
             if let Some(code) = failure.dingtalk_code() {
                 task.last_errcode = Some(code);
             }
-            let floor = if is_throttle(&failure) {
+            let floor = if failure.is_throttle() {
                 THROTTLE_PAUSE_MS
             } else {
                 0
@@ -312,12 +314,14 @@ async fn fetch_result(
         Err(ApiFailure::Deferred { until_ms, .. }) => task.next_poll_at_ms = Some(until_ms),
         Err(failure) => {
             let passing = match &failure {
-                ApiFailure::DingTalk { code, .. } => is_retryable_code(*code),
+                ApiFailure::DingTalk { code, .. } => {
+                    is_transient_code(*code) || is_throttle_code(*code)
+                }
                 _ => true,
             };
             memory.result_attempts += 1;
             if passing && memory.result_attempts < RESULT_FETCH_ATTEMPTS {
-                let floor = if is_throttle(&failure) {
+                let floor = if failure.is_throttle() {
                     THROTTLE_PAUSE_MS
                 } else {
                     0
@@ -333,15 +337,4 @@ async fn fetch_result(
     }
     task.schedule = memory.to_json();
     Ok(())
-}
-
-/// DingTalk's throttle codes: the caller must pause before asking again.
-fn is_throttle(failure: &ApiFailure) -> bool {
-    matches!(failure, ApiFailure::DingTalk { code, .. }
-        if matches!(code, 45009 | 90002..=90014 | 90018))
-}
-
-/// Codes that say "not now" rather than "never": system busy or error, throttles.
-fn is_retryable_code(code: i64) -> bool {
-    matches!(code, -1 | 500 | 45009 | 90002..=90014 | 90018)
 }
