@@ -9,8 +9,8 @@
 //! `cargo bench --bench call_economy` (add `-- --tasks N --seed S` to vary the workload).
 
 use dingtalk_exporter::dingtalk::SendProgress;
+use dingtalk_exporter::poller::{PollBounds, record_progress_answer};
 use dingtalk_exporter::simulator::Timeline;
-use dingtalk_exporter::tracker::scheduler::{PollBounds, record_progress_answer};
 use dingtalk_exporter::tracker::{Task, TaskKey, TaskState};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

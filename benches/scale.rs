@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::simulator::{DEMO_APP_KEY, DEMO_APP_SECRET, SimConfig, Simulator};
-use dingtalk_exporter::tracker::policy::PollMemory;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
-use dingtalk_exporter::tracker::{ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore};
+use dingtalk_exporter::tracker::{
+    PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore,
+};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -487,14 +488,13 @@ fn realistic_task(index: usize, rng: &mut StdRng, now: i64) -> Task {
     task.last_errcode = Some(0);
     task.next_poll_at_ms = Some(now + NOT_DUE_FOR_MS + rng.random_range(0..NOT_DUE_FOR_MS));
     let started = created + rng.random_range(0..600_000);
-    let memory = PollMemory {
+    task.poll_memory = PollMemory {
         anchor_ms: Some(started),
         anchor_ratio: 0.0,
         anchored_running: true,
         result_attempts: 0,
         last_interval_ms: rng.random_range(5_000..300_000),
     };
-    task.schedule = memory.to_json();
 
     let kind: f64 = rng.random();
     if kind < 0.65 {
@@ -544,7 +544,7 @@ fn realistic_task(index: usize, rng: &mut StdRng, now: i64) -> Task {
         task.ended_at_ms = Some(polled);
         task.next_poll_at_ms = None;
         task.metered_calls = 1;
-        task.schedule = serde_json::Value::Null;
+        task.poll_memory = PollMemory::default();
     }
     task
 }

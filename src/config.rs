@@ -55,22 +55,28 @@
 //! `--config.check`'s answer.
 
 mod file;
+pub mod flags;
 mod report;
 mod resolve;
 mod rules;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{DemoArgs, ExporterFlags};
 use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 pub use report::{CheckReport, check};
 pub use rules::check_task_name;
 
+use flags::{DemoFlags, ExporterFlags};
 use resolve::{AppSource, CommandFlags, Defaults, resolve};
+
+/// Checks a web config file (`--web.config.file`) and sums up what it sets, or lists its
+/// problems as (key, problem). The HTTP layer owns that format; `--config.check` passes its
+/// check in, so this layer never reaches up into it.
+pub type WebConfigCheck = dyn Fn(&Path) -> Result<String, Vec<(String, String)>> + Send + Sync;
 
 /// The name of the app configured by the `--dingtalk.*` flags; it serves every task whose
 /// `agent_id` matches no app of the config file.
@@ -197,6 +203,13 @@ impl Config {
             .find(|app| app.agent_id == Some(agent_id))
             .or_else(|| self.apps.iter().find(|app| app.agent_id.is_none()))
     }
+
+    /// The `app` label of tasks of `agent_id`: the app whose credentials poll them, or
+    /// [`UNCONFIGURED_APP`].
+    pub fn app_label(&self, agent_id: i64) -> &str {
+        self.app_for_agent(agent_id)
+            .map_or(UNCONFIGURED_APP, |app| app.name.as_str())
+    }
 }
 
 impl LogLevel {
@@ -280,12 +293,13 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Loads the exporter's configuration from its flags and `--config.file`, validated.
+/// Loads the exporter's configuration from its flags and `--config.file`, validated (the
+/// web config file is the HTTP layer's to check, when the server starts).
 ///
 /// Every call reads the config file, the secret files and the token file afresh, so a
 /// reload (which calls this again with the same flags) picks up rotated credentials.
 pub fn load(flags: &ExporterFlags) -> Result<Config, ConfigErrors> {
-    resolve(&CommandFlags::exporter(flags)).map(|resolved| resolved.config)
+    resolve(&CommandFlags::exporter(flags, None)).map(|resolved| resolved.config)
 }
 
 /// Where the demo's exporter finds DingTalk: the simulator it started.
@@ -301,7 +315,7 @@ pub struct DemoTarget {
 
 /// Loads the demo's configuration: its flags, with the `default` app pointing at the
 /// simulator. The demo reads no config file.
-pub fn load_demo(args: &DemoArgs, target: DemoTarget) -> Result<Config, ConfigErrors> {
+pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigErrors> {
     let flags = CommandFlags {
         config_file: None,
         app: AppSource::Given {
@@ -319,6 +333,7 @@ pub fn load_demo(args: &DemoArgs, target: DemoTarget) -> Result<Config, ConfigEr
             monthly_call_budget: DEMO_MONTHLY_CALL_BUDGET,
             storage_path: target.scratch_storage_path,
         },
+        web_config_check: None,
     };
     resolve(&flags).map(|resolved| resolved.config)
 }

@@ -2,28 +2,35 @@
 //! polls DingTalk for their progress within its rate limits and monthly quota, and publishes
 //! what it learnt as Prometheus metrics.
 //!
-//! The architecture, one module per concern:
-//! - [`dingtalk`]: the API client (tokens, rate limits, error classification) behind the
-//!   [`dingtalk::DeliveryApi`] seam, so the tracker can be tested with a fake;
-//! - [`tracker`]: the tracked tasks, their durable store and the polling scheduler;
-//! - [`metrics`]: the exporter's own counters and the `/metrics` rendering;
-//! - [`http`]: the HTTP server (metrics, health, task API, landing page, web config);
-//! - [`config`]: flags, the YAML config file and their validation;
-//! - [`simulator`]: a faithful simulator of DingTalk's API for tests, the demo and benchmarks;
-//! - [`demo`]: the simulator and the exporter together on one machine.
+//! Data flows one way, DingTalk → client → poller → tracker → exposition → HTTP, and every
+//! import points down this list:
+//!
+//! - [`commands`]: the binary's commands (the exporter, `demo`, `simulate`, `track`);
+//! - [`assembly`]: builds the running exporter and owns its reload;
+//! - [`http`]: the server (metrics, health, task API, landing page, web config, auth);
+//! - [`exposition`]: renders `/metrics` from a snapshot of the tracked tasks;
+//! - [`poller`]: the scheduler and the polling policy, behind narrow ports;
+//! - [`tracker`]: the tracked tasks, the store trait and its SQLite store, the monthly
+//!   budget ledger;
+//! - [`dingtalk`]: the API client (tokens, rate limits, answers, redaction) behind the
+//!   [`dingtalk::DeliveryApi`] seam, so the poller can be tested with a fake;
+//! - [`telemetry`]: the exporter's own metrics, changed through named recording methods;
+//! - leaves: [`config`], [`logging`], [`clock`], [`duration`], [`secret`].
+//!
+//! [`simulator`] stands beside them: a faithful simulator of DingTalk's API for tests, the
+//! demo and benchmarks, which the exporter itself never imports.
 
-pub mod cli;
+pub mod assembly;
 pub mod clock;
+pub mod commands;
 pub mod config;
-pub mod demo;
 pub mod dingtalk;
 pub mod duration;
-pub mod exporter;
+pub mod exposition;
 pub mod http;
 pub mod logging;
-pub mod metrics;
-pub mod runtime;
+pub mod poller;
 pub mod secret;
 pub mod simulator;
-pub mod track;
+pub mod telemetry;
 pub mod tracker;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Barrier};
 
 use dingtalk_exporter::clock::{quota_month, quota_month_end_ms};
 use dingtalk_exporter::dingtalk::{ApiFailure, CallGate, Deferral};
-use dingtalk_exporter::metrics::Telemetry;
+use dingtalk_exporter::telemetry::Telemetry;
 use dingtalk_exporter::tracker::TaskStore;
-use dingtalk_exporter::tracker::gate::{BURST_FLOOR, MonthlyCallGate};
+use dingtalk_exporter::tracker::budget::{BURST_FLOOR, MonthlyCallGate};
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 
 const SECOND: i64 = 1_000;
@@ -107,7 +107,7 @@ fn a_burst_early_in_the_month_is_not_held_back() {
         gate.reserve(start + poll * 5 * SECOND)
             .unwrap_or_else(|refused| panic!("poll {poll} held back: {refused:?}"));
     }
-    assert_eq!(telemetry.month_calls.get(), 48);
+    assert_eq!(telemetry.month_calls(), 48);
     let pace = gate.pace(start + 4 * 60 * SECOND).expect("a budget is set");
     assert!(
         pace.available >= 100,
@@ -232,11 +232,7 @@ fn restarts_keep_the_count_and_the_ceiling() {
     for restart in 0..15 {
         let (gate, telemetry) = start_gate(&path, budget, now);
         let counted = budget - 100 + granted_total;
-        assert_eq!(
-            telemetry.month_calls.get(),
-            counted as i64,
-            "gauge at start"
-        );
+        assert_eq!(telemetry.month_calls(), counted as i64, "gauge at start");
         assert_eq!(gate.remaining(now), Some(budget - counted));
         let pace = gate.pace(now).expect("a budget is set");
         let mut granted = 0;

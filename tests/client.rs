@@ -61,17 +61,15 @@ async fn progress_is_polled_with_a_cached_token() {
     assert_eq!(h.token_refreshes(), 1);
     assert_eq!(h.up(), 1);
     let now_s = dingtalk_exporter::clock::now_ms() as f64 / 1000.0;
-    let expiry = h
-        .telemetry
-        .token_expiry
-        .with_label_values(&["hr-notices"])
-        .get();
+    let expiry = h.value(
+        "dingtalk_token_expiry_timestamp_seconds",
+        &[("app", "hr-notices")],
+    );
     assert!((expiry - (now_s + 7200.0)).abs() < 60.0, "expiry {expiry}");
-    let last_success = h
-        .telemetry
-        .last_poll_success
-        .with_label_values(&["hr-notices"])
-        .get();
+    let last_success = h.value(
+        "dingtalk_last_poll_success_timestamp_seconds",
+        &[("app", "hr-notices")],
+    );
     assert!(
         (now_s - last_success).abs() < 60.0,
         "last success {last_success}"

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use dingtalk_exporter::cli::{Cli, DemoArgs, ExporterFlags};
+use dingtalk_exporter::commands::cli::{Cli, DemoArgs};
+use dingtalk_exporter::config::flags::ExporterFlags;
 use dingtalk_exporter::config::{
     self, AppConfig, Config, ConfigErrors, DemoTarget, LogFormat, LogLevel, StaticTask,
 };
@@ -140,7 +141,7 @@ fn example_config_file_loads() {
     assert_eq!(config.static_tasks.len(), 2);
     assert_eq!(config.dingtalk.monthly_call_budget, 5000);
     assert_eq!(config.log.format, LogFormat::Logfmt);
-    assert!(config::check(&flags(&["--config.file", &format!("{root}/config.yml")])).valid);
+    assert!(check_config(&flags(&["--config.file", &format!("{root}/config.yml")])).valid);
 }
 
 /// Every setting can be given in its section of the file.
@@ -400,7 +401,7 @@ fn secrets_never_appear_in_messages() {
     let config = config::load(&valid).unwrap();
     assert_eq!(config.apps[0].app_secret.expose(), SECRET);
     assert_eq!(config.apps[2].app_secret.expose(), SECRET);
-    let report = config::check(&valid);
+    let report = check_config(&valid);
     assert!(report.valid, "{}", report.text);
     assert!(
         report.text.contains("secret from DINGTALK_APP_SECRET"),
@@ -430,7 +431,7 @@ fn secrets_never_appear_in_messages() {
             .contains("--dingtalk.app-secret-file: the app secret is given twice"),
         "{errors}"
     );
-    let report = config::check(&invalid);
+    let report = check_config(&invalid);
     assert!(!report.valid);
     for shown in [errors.to_string(), report.text] {
         assert!(!shown.contains(SECRET), "{shown}");
@@ -534,7 +535,7 @@ fn check_reports_what_was_loaded() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "hr-secret", "hr\n");
     let file = write(dir.path(), "config.yml", TWO_APPS);
-    let report = config::check(&flags(&[
+    let report = check_config(&flags(&[
         "--config.file",
         file.to_str().unwrap(),
         "--log.level=debug",
@@ -582,7 +583,7 @@ fn check_reports_every_problem() {
         "config.yml",
         "poll: {min_interval: 1m, max_interval: 1s}\nlog: {level: loud}\n",
     );
-    let report = config::check(&flags(&["--config.file", file.to_str().unwrap()]));
+    let report = check_config(&flags(&["--config.file", file.to_str().unwrap()]));
     assert!(!report.valid);
     assert!(
         report.text.contains("is INVALID (1 problem)"),
@@ -596,7 +597,7 @@ fn check_reports_every_problem() {
     );
 
     std::fs::write(&file, "poll: {min_interval: 1m, max_interval: 1s}\n").unwrap();
-    let report = config::check(&flags(&[
+    let report = check_config(&flags(&[
         "--config.file",
         file.to_str().unwrap(),
         "--web.telemetry-path=/",
@@ -633,7 +634,7 @@ fn no_app_is_valid_with_a_warning() {
         "{warnings:?}"
     );
     assert!(
-        config::check(&flags)
+        check_config(&flags)
             .text
             .contains("warnings:\n  no DingTalk app")
     );
@@ -684,12 +685,12 @@ fn demo_config_points_at_the_simulator() {
         )
         .unwrap();
         match cli.command {
-            Some(dingtalk_exporter::cli::Command::Demo(args)) => args,
+            Some(dingtalk_exporter::commands::cli::Command::Demo(args)) => args,
             other => panic!("{other:?}"),
         }
     };
 
-    let config = config::load_demo(&demo_args(&[]), target()).unwrap();
+    let config = config::load_demo(&demo_args(&[]).settings, target()).unwrap();
     assert_eq!(config.dingtalk.monthly_call_budget, 5000);
     assert_eq!(config.storage_path, dir.path().join("demo.db"));
     assert_eq!(config.config_file, None);
@@ -711,11 +712,19 @@ fn demo_config_points_at_the_simulator() {
             "--storage.path",
             other_store.to_str().unwrap(),
             "--poll.min-interval=1s",
-        ]),
+        ])
+        .settings,
         target(),
     )
     .unwrap();
     assert_eq!(config.dingtalk.monthly_call_budget, 0);
     assert_eq!(config.storage_path, other_store);
     assert_eq!(config.poll.min_interval, Duration::from_secs(1));
+}
+
+/// `--config.check` as the binary runs it, web config file included.
+fn check_config(
+    flags: &dingtalk_exporter::config::flags::ExporterFlags,
+) -> dingtalk_exporter::config::CheckReport {
+    dingtalk_exporter::config::check(flags, &dingtalk_exporter::http::WebConfig::check_file)
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use dingtalk_exporter::cli::{Cli, Command};
+use dingtalk_exporter::commands::cli::{Cli, Command};
 use dingtalk_exporter::config::{self, LogFormat, LogLevel};
 
 /// The exporter's flags and their defaults, as in interface.md's table ("none": no default).
@@ -253,12 +253,15 @@ fn demo_takes_settings_but_not_app_flags() {
     let Some(Command::Demo(args)) = cli.command else {
         panic!("not the demo: {cli:?}");
     };
-    assert_eq!(args.web.listen_address.as_deref(), Some("127.0.0.1:0"));
     assert_eq!(
-        args.poll.max_interval.map(|d| d.0),
+        args.settings.web.listen_address.as_deref(),
+        Some("127.0.0.1:0")
+    );
+    assert_eq!(
+        args.settings.poll.max_interval.map(|d| d.0),
         Some(Duration::from_secs(30))
     );
-    assert_eq!(args.log.format, Some(LogFormat::Json));
+    assert_eq!(args.settings.log.format, Some(LogFormat::Json));
     assert_eq!(args.task_interval.0, Duration::from_secs(5));
     assert_eq!(
         parse(&["demo"])

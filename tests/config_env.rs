@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use dingtalk_exporter::cli::{Cli, Command};
+use dingtalk_exporter::commands::cli::{Cli, Command};
 use dingtalk_exporter::config::{self, LogFormat, LogLevel};
 
 /// A secret no output may ever contain.
@@ -95,7 +95,7 @@ fn environment_twins_configure_the_exporter() {
     // report, not when it is given twice.
     let help = Cli::command().render_long_help().to_string();
     assert!(help.contains("DINGTALK_EXPORTER_TASKS_MAX=77"), "{help}");
-    let report = config::check(&cli.exporter);
+    let report = check_config(&cli.exporter);
     assert!(report.valid, "{}", report.text);
     let cli_twice = Cli::try_parse_from([
         "dingtalk-exporter",
@@ -114,8 +114,18 @@ fn environment_twins_configure_the_exporter() {
     let Some(Command::Demo(args)) = cli.command else {
         panic!("not the demo");
     };
-    assert_eq!(args.web.listen_address.as_deref(), Some("127.0.0.1:0"));
-    assert_eq!(args.monthly_call_budget, Some(123));
-    assert_eq!(args.poll.tasks_max, Some(77));
-    assert_eq!(args.storage_path, None);
+    assert_eq!(
+        args.settings.web.listen_address.as_deref(),
+        Some("127.0.0.1:0")
+    );
+    assert_eq!(args.settings.monthly_call_budget, Some(123));
+    assert_eq!(args.settings.poll.tasks_max, Some(77));
+    assert_eq!(args.settings.storage_path, None);
+}
+
+/// `--config.check` as the binary runs it, web config file included.
+fn check_config(
+    flags: &dingtalk_exporter::config::flags::ExporterFlags,
+) -> dingtalk_exporter::config::CheckReport {
+    dingtalk_exporter::config::check(flags, &dingtalk_exporter::http::WebConfig::check_file)
 }

@@ -669,7 +669,23 @@ fn every_metric_the_dashboard_queries_is_exported() {
     assert!(unused.is_empty(), "families no panel shows: {unused:?}");
 }
 
-/// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md.
+/// Families of interface.md whose features are not in this release yet. Each leaves this
+/// list in the change that builds its feature; the test fails while a listed family is
+/// already exposed, so the list cannot go stale.
+const NOT_YET_EXPOSED: &[&str] = &[
+    // the tracking proxy
+    "dingtalk_proxy_month_calls",
+    "dingtalk_proxy_requests_total",
+    "dingtalk_proxy_track_failures_total",
+    "dingtalk_proxy_tracked_total",
+    // the completion estimate
+    "dingtalk_task_expected_completion_timestamp_seconds",
+    // replicas on a shared database
+    "dingtalk_ha_owner",
+];
+
+/// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md
+/// (but for the families of features still to come, which it must not list yet).
 #[test]
 fn golden_metric_families_match_the_interface_contract() {
     let path = shared_path("interface.md");
@@ -693,7 +709,21 @@ fn golden_metric_families_match_the_interface_contract() {
         documented.len() >= 20,
         "could not read interface.md's metric table"
     );
-    assert_eq!(exported, documented);
+    for family in NOT_YET_EXPOSED {
+        assert!(
+            documented.contains_key(*family),
+            "{family} is not in interface.md"
+        );
+        assert!(
+            !exported.contains_key(*family),
+            "{family} is exposed now: take it off NOT_YET_EXPOSED"
+        );
+    }
+    let expected: BTreeMap<String, String> = documented
+        .into_iter()
+        .filter(|(name, _)| !NOT_YET_EXPOSED.contains(&name.as_str()))
+        .collect();
+    assert_eq!(exported, expected);
 }
 
 /// Field overrides name fields the panel really produces (after renames), so they apply.

@@ -64,8 +64,11 @@ async fn reload_reports_success_and_failure() {
 
     assert_eq!(client().post(&url).send().await.unwrap().status(), 200);
     assert_eq!(
-        server.exporter.telemetry().config_reload_successful.get(),
-        1
+        server
+            .exporter
+            .telemetry()
+            .sample("dingtalk_config_last_reload_successful", &[]),
+        Some(1.0)
     );
 
     broken.store(true, Ordering::SeqCst);
@@ -77,8 +80,11 @@ async fn reload_reports_success_and_failure() {
         "{text}"
     );
     assert_eq!(
-        server.exporter.telemetry().config_reload_successful.get(),
-        0
+        server
+            .exporter
+            .telemetry()
+            .sample("dingtalk_config_last_reload_successful", &[]),
+        Some(0.0)
     );
 
     assert_eq!(client().get(&url).send().await.unwrap().status(), 405);

@@ -2,9 +2,9 @@
 
 mod http_common;
 
-use dingtalk_exporter::cli::TrackArgs;
+use dingtalk_exporter::commands::cli::TrackArgs;
+use dingtalk_exporter::commands::track;
 use dingtalk_exporter::secret::Secret;
-use dingtalk_exporter::track;
 use dingtalk_exporter::tracker::TaskKey;
 use http_common::{TestServer, test_config};
 

@@ -5,7 +5,7 @@ mod prometheus_tools;
 
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::dingtalk::RecipientCounts;
-use dingtalk_exporter::metrics::render_metrics;
+use dingtalk_exporter::exposition::render_metrics;
 use dingtalk_exporter::tracker::{NewTask, ResultFetch, SendStatus, TaskKey, TaskState};
 use http_common::exposition::{self, Exposition};
 use http_common::{TestServer, client, exporter, test_config};
@@ -140,7 +140,7 @@ async fn unpolled_task_shows_only_known_series() {
         )
         .await
         .unwrap();
-    let metrics = parsed(&render_metrics(&exporter, now));
+    let metrics = parsed(&render(&exporter, now));
     let key = task_labels();
     for absent in [
         "dingtalk_task_progress_ratio",
@@ -171,7 +171,7 @@ async fn unpolled_task_shows_only_known_series() {
 #[tokio::test]
 async fn no_tasks_still_exposes_task_counts() {
     let (exporter, _store) = exporter(test_config());
-    let text = render_metrics(&exporter, now_ms());
+    let text = render(&exporter, now_ms());
     let metrics = parsed(&text);
     for state in ["active", "completed", "invalid", "expired"] {
         assert_eq!(
@@ -193,7 +193,7 @@ async fn month_call_budget_only_when_configured() {
     let mut config = test_config();
     config.dingtalk.monthly_call_budget = 5000;
     let (exporter, _store) = exporter(config);
-    let metrics = parsed(&render_metrics(&exporter, now_ms()));
+    let metrics = parsed(&render(&exporter, now_ms()));
     assert_eq!(metrics.value("dingtalk_api_month_call_budget", &[]), 5000.0);
 }
 
@@ -274,9 +274,9 @@ async fn retention_removes_finished_task_series() {
     tracker.update(vec![task]).await.unwrap();
 
     let key = task_labels();
-    let before = parsed(&render_metrics(&exporter, ended + retention_ms - 1));
+    let before = parsed(&render(&exporter, ended + retention_ms - 1));
     assert_eq!(before.value("dingtalk_task_progress_ratio", &key), 1.0);
-    let after = parsed(&render_metrics(&exporter, ended + retention_ms));
+    let after = parsed(&render(&exporter, ended + retention_ms));
     assert!(
         after
             .samples
@@ -327,7 +327,7 @@ async fn promtool_check_metrics_passes() {
     task.recipients = Some(RecipientCounts::default());
     tracker.update(vec![task]).await.unwrap();
 
-    let text = render_metrics(&exporter, now);
+    let text = render(&exporter, now);
     if let Err(problems) = check_metrics(&promtool, &text) {
         panic!("{problems}\n{text}");
     }
@@ -352,7 +352,7 @@ async fn renders_one_hundred_thousand_tasks() {
         .collect();
     exporter.tracker().register(batch, now).await.unwrap();
 
-    let text = render_metrics(&exporter, now);
+    let text = render(&exporter, now);
     let info_lines = text
         .lines()
         .filter(|line| line.starts_with("dingtalk_task_info{"))
@@ -360,4 +360,14 @@ async fn renders_one_hundred_thousand_tasks() {
     assert_eq!(info_lines, TASKS as usize);
     assert!(text.contains("dingtalk_tasks{state=\"active\"} 100000\n"));
     assert!(text.contains("dingtalk_task_info{agent_id=\"2839445214\",task_id=\"100000\",app=\"default\",name=\"notice 100000\"} 1\n"));
+}
+
+/// The exposition of `exporter` at `now_ms`, as a scrape renders it.
+fn render(exporter: &dingtalk_exporter::assembly::Exporter, now_ms: i64) -> String {
+    render_metrics(
+        exporter.telemetry(),
+        exporter.tracker(),
+        &exporter.config(),
+        now_ms,
+    )
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
-use dingtalk_exporter::tracker::{ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore};
-use serde_json::json;
+use dingtalk_exporter::tracker::{
+    PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore,
+};
 
 fn scratch_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -24,7 +25,7 @@ fn key(agent_id: i64, task_id: i64) -> TaskKey {
     TaskKey { agent_id, task_id }
 }
 
-/// A task with every optional field set, recipients fetched and a nested schedule.
+/// A task with every optional field set, recipients fetched and its poll memory full.
 fn finished_task() -> Task {
     Task {
         key: key(i64::MAX, 256_271_667_526),
@@ -47,7 +48,13 @@ fn finished_task() -> Task {
             invalid: 5,
         }),
         result_fetch: ResultFetch::Fetched,
-        schedule: json!({"rate_per_s": 0.0125, "samples": [[1, 0.5], [2, 0.75]], "note": null}),
+        poll_memory: PollMemory {
+            anchor_ms: Some(1_790_000_000_500),
+            anchor_ratio: 0.1 + 0.2,
+            anchored_running: true,
+            result_attempts: u32::MAX,
+            last_interval_ms: i64::MAX,
+        },
     }
 }
 
@@ -68,11 +75,17 @@ fn refused_task() -> Task {
         metered_calls: 0,
         recipients: None,
         result_fetch: ResultFetch::Refused { errcode: -1 },
-        schedule: json!("opaque text"),
+        poll_memory: PollMemory {
+            anchor_ms: None,
+            anchor_ratio: 0.0,
+            anchored_running: false,
+            result_attempts: 2,
+            last_interval_ms: -1,
+        },
     }
 }
 
-/// A task just registered: no status, no answer yet, null schedule.
+/// A task just registered: no status, no answer yet, empty poll memory.
 fn registered_task() -> Task {
     Task::registered(key(2839445214, 42), "fresh".to_string(), 1_790_000_000_000)
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use dingtalk_exporter::clock::{quota_month, quota_month_end_ms};
 use dingtalk_exporter::dingtalk::{ApiFailure, CallGate, Deferral};
-use dingtalk_exporter::metrics::Telemetry;
-use dingtalk_exporter::tracker::gate::MonthlyCallGate;
+use dingtalk_exporter::telemetry::Telemetry;
+use dingtalk_exporter::tracker::budget::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore};
 
@@ -78,7 +78,7 @@ fn budget_is_a_hard_ceiling_under_concurrent_callers() {
     assert_eq!(granted, budget);
     assert_eq!(gate.calls_this_month(MID_NOVEMBER), budget);
     assert_eq!(gate.remaining(MID_NOVEMBER), Some(0));
-    assert_eq!(telemetry.month_calls.get(), budget as i64);
+    assert_eq!(telemetry.month_calls(), budget as i64);
     let reader = SqliteStore::open(&path).expect("second connection");
     assert_eq!(
         reader
@@ -103,18 +103,18 @@ fn month_rolls_over_at_shanghai_midnight() {
         LAST_MS_OF_NOVEMBER + 1,
         "held until Shanghai midnight"
     );
-    assert_eq!(telemetry.month_calls.get(), 2);
+    assert_eq!(telemetry.month_calls(), 2);
 
     let december = LAST_MS_OF_NOVEMBER + 1;
     assert_eq!(gate.calls_this_month(december), 0);
     assert_eq!(
-        telemetry.month_calls.get(),
+        telemetry.month_calls(),
         0,
         "the gauge follows the new month"
     );
     assert_eq!(gate.remaining(december), Some(2));
     gate.reserve(december).expect("budget renewed");
-    assert_eq!(telemetry.month_calls.get(), 1);
+    assert_eq!(telemetry.month_calls(), 1);
 
     let store = SqliteStore::open(&path).expect("reader");
     assert_eq!(store.month_calls("2026-11").expect("november"), 2);
@@ -132,7 +132,7 @@ fn count_survives_a_restart() {
         }
     }
     let (gate, telemetry) = start_gate(&path, 5, MID_NOVEMBER + 60_000);
-    assert_eq!(telemetry.month_calls.get(), 3, "gauge right from the start");
+    assert_eq!(telemetry.month_calls(), 3, "gauge right from the start");
     assert_eq!(gate.calls_this_month(MID_NOVEMBER + 60_000), 3);
     assert_eq!(gate.remaining(MID_NOVEMBER + 60_000), Some(2));
     gate.reserve(MID_NOVEMBER + 60_000).expect("fourth");
@@ -152,7 +152,7 @@ fn no_budget_counts_calls_without_limiting_them() {
     assert_eq!(gate.budget(), 0);
     assert_eq!(gate.remaining(MID_NOVEMBER), None);
     assert_eq!(gate.calls_this_month(MID_NOVEMBER), 25);
-    assert_eq!(telemetry.month_calls.get(), 25);
+    assert_eq!(telemetry.month_calls(), 25);
 }
 
 /// After 90020 no metered call goes out until the month ends, also after a restart with the
@@ -176,11 +176,7 @@ fn quota_stop_holds_until_month_end_and_across_a_restart() {
         deferral(gate.reserve(MID_NOVEMBER + 3_600_000)),
         (Deferral::QuotaExhausted, end)
     );
-    assert_eq!(
-        telemetry.month_calls.get(),
-        1,
-        "refused calls are not counted"
-    );
+    assert_eq!(telemetry.month_calls(), 1, "refused calls are not counted");
 
     gate.reserve(end).expect("a new month lifts the stop");
     assert_eq!(gate.quota_exhausted_until(end), None);
@@ -328,7 +324,7 @@ fn callers_waiting_on_a_commit_share_the_next_one() {
     wait_for("eight calls gathered behind it", || {
         gate.remaining(MID_NOVEMBER) == Some(1_000 - 9)
     });
-    assert_eq!(telemetry.month_calls.get(), 0, "nothing counted yet");
+    assert_eq!(telemetry.month_calls(), 0, "nothing counted yet");
     assert!(
         !first.is_finished(),
         "no call goes out before it is counted"
@@ -391,5 +387,5 @@ async fn reserving_on_a_current_thread_runtime_works() {
     gate.set_budget(20);
     gate.reserve(MID_NOVEMBER)
         .expect("granted after the budget changed");
-    assert_eq!(telemetry.month_calls.get(), 2);
+    assert_eq!(telemetry.month_calls(), 2);
 }

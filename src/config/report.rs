@@ -3,10 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::cli::ExporterFlags;
-
+use super::flags::ExporterFlags;
 use super::resolve::{CommandFlags, Origin, Resolved, resolve};
-use super::warnings;
+use super::{WebConfigCheck, warnings};
 
 /// The outcome of `--config.check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,13 +16,14 @@ pub struct CheckReport {
     pub text: String,
 }
 
-/// Validates the exporter's flags and config file and describes the result.
-pub fn check(flags: &ExporterFlags) -> CheckReport {
+/// Validates the exporter's flags and config file, and the web config file with
+/// `web_config_check`, and describes the result.
+pub fn check(flags: &ExporterFlags, web_config_check: &WebConfigCheck) -> CheckReport {
     let source = match &flags.config_file {
         Some(path) => format!("config file {}", path.display()),
         None => "flags (no --config.file)".to_string(),
     };
-    match resolve(&CommandFlags::exporter(flags)) {
+    match resolve(&CommandFlags::exporter(flags, Some(web_config_check))) {
         Ok(resolved) => CheckReport {
             valid: true,
             text: describe(&source, &resolved),

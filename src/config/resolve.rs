@@ -7,7 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{DingTalkFlags, ExporterFlags, LogFlags, PollFlags, WebFlags};
+use super::WebConfigCheck;
+use super::flags::{AppFlags, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, WebFlags};
 use crate::duration::PromDuration;
 use crate::secret::Secret;
 
@@ -29,7 +30,7 @@ pub(super) struct Defaults {
 /// Where the `default` app comes from.
 pub(super) enum AppSource<'a> {
     /// The exporter's `--dingtalk.*` flags, completed by the file's `dingtalk` section.
-    Flags(&'a crate::cli::AppFlags),
+    Flags(&'a AppFlags),
     /// Given by the caller (the demo's simulator).
     Given {
         api_url: String,
@@ -49,10 +50,15 @@ pub(super) struct CommandFlags<'a> {
     pub(super) poll: &'a PollFlags,
     pub(super) log: &'a LogFlags,
     pub(super) defaults: Defaults,
+    /// Checks the web config file, when the caller can (the HTTP layer owns its format).
+    pub(super) web_config_check: Option<&'a WebConfigCheck>,
 }
 
 impl<'a> CommandFlags<'a> {
-    pub(super) fn exporter(flags: &'a ExporterFlags) -> Self {
+    pub(super) fn exporter(
+        flags: &'a ExporterFlags,
+        web_config_check: Option<&'a WebConfigCheck>,
+    ) -> Self {
         CommandFlags {
             config_file: flags.config_file.clone(),
             app: AppSource::Flags(&flags.app),
@@ -66,6 +72,7 @@ impl<'a> CommandFlags<'a> {
                 monthly_call_budget: DEFAULT_MONTHLY_CALL_BUDGET,
                 storage_path: PathBuf::from(DEFAULT_STORAGE_PATH),
             },
+            web_config_check,
         }
     }
 }
@@ -313,7 +320,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
         }
     };
 
-    let web = resolver.web(flags.web, file.web);
+    let web = resolver.web(flags.web, file.web, flags.web_config_check);
     let api_url = resolver.api_url(&flags.app, file.dingtalk.api_url.clone());
     let dingtalk = resolver.dingtalk(flags, &file.dingtalk);
     let storage_path = resolver.storage_path(flags, file.storage.path);
@@ -365,14 +372,19 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
 /// One method per section of the file (and of `--help`): each picks its settings and
 /// checks them, recording problems and going on.
 impl Resolver {
-    fn web(&mut self, flags: &WebFlags, file: file::WebSection) -> WebSettings {
+    fn web(
+        &mut self,
+        flags: &WebFlags,
+        file: file::WebSection,
+        web_config_check: Option<&WebConfigCheck>,
+    ) -> WebSettings {
         let (listen_address, origin) = self.pick(
             LISTEN_ADDRESS,
             flags.listen_address.clone(),
             file.listen_address,
             DEFAULT_LISTEN_ADDRESS.to_string(),
         );
-        if let Err(problem) = crate::cli::listen_address(&listen_address) {
+        if let Err(problem) = super::flags::listen_address(&listen_address) {
             self.error(LISTEN_ADDRESS.name(origin), problem);
         }
         let (telemetry_path, origin) = self.pick(
@@ -388,19 +400,19 @@ impl Resolver {
         // catch what the HTTP server would refuse.
         let config_file =
             self.pick_path(WEB_CONFIG_FILE, flags.config_file.clone(), file.config_file);
-        if let Some((path, origin)) = &config_file {
-            match crate::http::WebConfig::load(path) {
+        if let (Some((path, origin)), Some(check)) = (&config_file, web_config_check) {
+            match check(path) {
                 // `--config.check` shows what the file sets beside its path.
-                Ok(web_config) => {
+                Ok(summary) => {
                     if let Some(setting) = self.settings.last_mut() {
-                        setting.value = format!("{} ({})", setting.value, web_config.summary());
+                        setting.value = format!("{} ({summary})", setting.value);
                     }
                 }
-                Err(errors) => {
-                    for problem in errors.0 {
-                        let problem = match problem.key.as_str() {
-                            "" => problem.problem,
-                            key => format!("{}: {key}: {}", path.display(), problem.problem),
+                Err(problems) => {
+                    for (key, problem) in problems {
+                        let problem = match key.as_str() {
+                            "" => problem,
+                            key => format!("{}: {key}: {problem}", path.display()),
                         };
                         self.error(WEB_CONFIG_FILE.name(*origin), problem);
                     }

@@ -27,12 +27,12 @@ use super::redact::redact_values;
 use super::token::{CachedToken, TokenCache};
 use super::{
     Api, ApiFailure, CallGate, Deferral, DeliveryApi, RecipientCounts, SendProgress,
-    is_throttle_code, is_transient_code,
+    THROTTLE_PAUSE, is_throttle_code, is_transient_code,
 };
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::config::{AppConfig, DingTalkSettings};
-use crate::metrics::Telemetry;
 use crate::secret::Secret;
+use crate::telemetry::Telemetry;
 
 /// Answers larger than this are refused unread: DingTalk's answers are a few hundred bytes, a
 /// `getsendresult` for 100 recipients a few kilobytes.
@@ -48,9 +48,6 @@ pub const MAX_THROTTLE_RETRIES: u32 = 1;
 
 /// The first backoff after a retryable failure; doubled for each further one, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
-
-/// DingTalk's QPS throttles last about a second.
-const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// The same failure is logged as a warning at most this often per API; the repeats go to
 /// debug, and the counters still see every one.
@@ -213,12 +210,7 @@ impl DingTalkClient {
             .map_err(|err| format!("app {}: cannot build the HTTP client: {err}", app.name))?;
         // The token series exist from the start, so rate() and alerts see a 0 before the
         // first refresh instead of a missing series.
-        telemetry
-            .token_refreshes
-            .with_label_values(&[app.name.as_str()]);
-        telemetry
-            .token_refresh_failures
-            .with_label_values(&[app.name.as_str()]);
+        telemetry.start_app_series(&app.name);
         Ok(DingTalkClient {
             app: app.name.clone(),
             api_url,
@@ -235,11 +227,6 @@ impl DingTalkClient {
         })
     }
 
-    /// The app's name, the `app` label of its metrics and logs.
-    pub fn app_name(&self) -> &str {
-        &self.app
-    }
-
     /// Makes sure the app has a valid access token (fetching one if needed; `gettoken` is not
     /// metered) and sets `dingtalk_up` from the outcome: lets the exporter check an app's
     /// credentials at start, before any task is due.
@@ -247,12 +234,6 @@ impl DingTalkClient {
         let outcome = self.token().await.map(|_| ());
         self.record_outcome(Api::GetToken, &outcome);
         outcome
-    }
-
-    /// Until when calls are paused by an IP ban, if they are.
-    pub fn ip_ban_until_ms(&self, now_ms: i64) -> Option<i64> {
-        let until_ms = self.ip_ban.until_ms.load(Ordering::Acquire);
-        (now_ms < until_ms).then_some(until_ms)
     }
 
     /// A metered task call: with a cached token, retried as its failures allow, and once more
@@ -299,8 +280,7 @@ impl DingTalkClient {
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, ApiFailure> {
-        let app = [self.app.as_str()];
-        self.telemetry.token_refreshes.with_label_values(&app).inc();
+        self.telemetry.record_token_refresh(&self.app);
         match self
             .with_retries(Request::Token, answer::decode_token)
             .await
@@ -309,18 +289,13 @@ impl DingTalkClient {
                 let lifetime_s = issued.expires_in_s;
                 let cached = CachedToken::issued(issued, now_ms());
                 self.telemetry
-                    .token_expiry
-                    .with_label_values(&app)
-                    .set(ms_to_seconds(cached.expires_at_ms));
+                    .record_token_issued(&self.app, ms_to_seconds(cached.expires_at_ms));
                 tracing::debug!(app = %self.app, lifetime_s, "fetched a new access token");
                 Ok(cached)
             }
             Err(failure) => {
                 if !matches!(failure, ApiFailure::Deferred { .. }) {
-                    self.telemetry
-                        .token_refresh_failures
-                        .with_label_values(&app)
-                        .inc();
+                    self.telemetry.record_token_refresh_failure(&self.app);
                 }
                 Err(failure)
             }
@@ -395,11 +370,6 @@ impl DingTalkClient {
             Request::Token => request,
         };
 
-        let api_label = [api.as_str()];
-        self.telemetry
-            .api_requests
-            .with_label_values(&api_label)
-            .inc();
         let started = Instant::now();
         let outcome = match self.send(request).await {
             Ok((status, body)) => decode(status, &body),
@@ -407,13 +377,10 @@ impl DingTalkClient {
         }
         .map_err(|failure| self.scrub(failure, request));
         let elapsed = started.elapsed();
-        self.telemetry
-            .api_duration
-            .with_label_values(&api_label)
-            .observe(elapsed.as_secs_f64());
 
         let failure = match &outcome {
             Ok(_) => {
+                self.telemetry.record_call(api.as_str(), elapsed, None);
                 tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = "ok", duration_ms = elapsed.as_millis() as u64, "DingTalk call");
                 return outcome;
             }
@@ -421,9 +388,7 @@ impl DingTalkClient {
         };
         let label = failure.errcode_label().unwrap_or_default();
         self.telemetry
-            .api_errors
-            .with_label_values(&[api.as_str(), &label])
-            .inc();
+            .record_call(api.as_str(), elapsed, Some(&label));
         tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = %label, duration_ms = elapsed.as_millis() as u64, error = %failure, "DingTalk call");
 
         match failure {
@@ -527,10 +492,7 @@ impl DingTalkClient {
     /// Sets `dingtalk_up` from a finished call and warns about failures (rate-limited).
     fn record_outcome<T>(&self, api: Api, outcome: &Result<T, ApiFailure>) {
         if let Some(up) = reached_and_authenticated(outcome) {
-            self.telemetry
-                .up
-                .with_label_values(&[self.app.as_str()])
-                .set(i64::from(up));
+            self.telemetry.record_reachability(&self.app, up);
         }
         let Err(failure) = outcome else { return };
         let Some(label) = failure.errcode_label() else {
@@ -556,9 +518,7 @@ impl DeliveryApi for DingTalkClient {
             .await;
         if outcome.is_ok() {
             self.telemetry
-                .last_poll_success
-                .with_label_values(&[self.app.as_str()])
-                .set(ms_to_seconds(now_ms()));
+                .record_poll_success(&self.app, ms_to_seconds(now_ms()));
         }
         outcome
     }

@@ -11,6 +11,7 @@ pub mod redact;
 pub mod token;
 
 use std::fmt;
+use std::time::Duration;
 
 pub use client::DingTalkClient;
 
@@ -70,6 +71,9 @@ pub const KNOWN_ERRCODES: &[i64] = &[
     90003, 90004, 90005, 90006, 90007, 90008, 90009, 90010, 90011, 90012, 90013, 90014, 90018,
     90020,
 ];
+
+/// How long to wait after a throttle answer: DingTalk's QPS throttles last about a second.
+pub const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 
 /// DingTalk's throttle codes (global, per org, per credential, per app and API): the caller
 /// must pause, at least a second, before asking again.

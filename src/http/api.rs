@@ -14,12 +14,13 @@ use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 
+use super::auth::guard_write;
 use super::registration::{parse_decimal_id, parse_registrations};
 use super::reply::{self, Answer};
-use super::routes::{Site, guard_write};
+use super::site::Site;
 use super::task_json::TaskJson;
 use crate::clock::now_ms;
-use crate::exporter::Exporter;
+use crate::config::Config;
 use crate::tracker::{RegisterError, Task, TaskKey};
 
 /// The largest registration body accepted.
@@ -84,7 +85,7 @@ fn parse_path_id(field: &str, text: &str) -> Result<i64, String> {
 }
 
 async fn register(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) -> Answer {
-    if let Some(refusal) = guard_write(parts, peer, &site.exporter, true) {
+    if let Some(refusal) = guard_write(parts, peer, &site.exporter.config(), true) {
         return refusal;
     }
     let bytes = match reply::read_body(
@@ -130,7 +131,10 @@ async fn register(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr)
     } else {
         StatusCode::OK
     };
-    let apps = app_names(&site.exporter, registered.iter().map(|(task, _)| task));
+    let apps = app_names(
+        &site.exporter.config(),
+        registered.iter().map(|(task, _)| task),
+    );
     let answers: Vec<TaskJson> = registered
         .iter()
         .map(|(task, _)| TaskJson::new(task, &apps[&task.key.agent_id]))
@@ -151,7 +155,7 @@ async fn list(site: &Site) -> Answer {
     // Copying and encoding 100,000 tasks takes a while: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let tasks = exporter.tracker().list();
-        let apps = app_names(&exporter, tasks.iter());
+        let apps = app_names(&exporter.config(), tasks.iter());
         let answer = TaskList {
             tasks: tasks
                 .iter()
@@ -172,7 +176,7 @@ async fn list(site: &Site) -> Answer {
 fn get_one(site: &Site, key: TaskKey) -> Answer {
     match site.exporter.tracker().get(key) {
         Some(task) => {
-            let app = site.exporter.app_name(key.agent_id);
+            let app = site.exporter.config().app_label(key.agent_id).to_string();
             reply::json(StatusCode::OK, &TaskJson::new(&task, &app))
         }
         None => not_tracked(key),
@@ -180,7 +184,7 @@ fn get_one(site: &Site, key: TaskKey) -> Answer {
 }
 
 async fn delete(parts: &Parts, site: &Site, peer: IpAddr, key: TaskKey) -> Answer {
-    if let Some(refusal) = guard_write(parts, peer, &site.exporter, true) {
+    if let Some(refusal) = guard_write(parts, peer, &site.exporter.config(), true) {
         return refusal;
     }
     match site.exporter.tracker().remove(key).await {
@@ -216,14 +220,11 @@ fn not_tracked(key: TaskKey) -> Answer {
 }
 
 /// The `app` of each agent among `tasks`, looked up once per agent.
-fn app_names<'t>(
-    exporter: &Exporter,
-    tasks: impl Iterator<Item = &'t Task>,
-) -> HashMap<i64, String> {
+fn app_names<'t>(config: &Config, tasks: impl Iterator<Item = &'t Task>) -> HashMap<i64, String> {
     let mut apps = HashMap::new();
     for task in tasks {
         apps.entry(task.key.agent_id)
-            .or_insert_with(|| exporter.app_name(task.key.agent_id));
+            .or_insert_with(|| config.app_label(task.key.agent_id).to_string());
     }
     apps
 }

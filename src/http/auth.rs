@@ -9,9 +9,13 @@
 use std::net::IpAddr;
 
 use hyper::HeaderMap;
-use hyper::header::AUTHORIZATION;
+use hyper::StatusCode;
+use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use hyper::http::request::Parts;
 use subtle::ConstantTimeEq;
 
+use super::reply::{self, Answer};
+use crate::config::Config;
 use crate::secret::Secret;
 
 /// Why a write was refused.
@@ -75,6 +79,33 @@ pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"bearer ")
         .then(|| token.trim_ascii())
+}
+
+/// `Some(answer)` when the write must be refused: 401 (with `WWW-Authenticate`) or 403.
+pub(super) fn guard_write(
+    parts: &Parts,
+    peer: IpAddr,
+    config: &Config,
+    as_json: bool,
+) -> Option<Answer> {
+    let refusal = authorize_write(&parts.headers, peer, config.web.api_token.as_ref()).err()?;
+    let (status, message, challenge) = match refusal {
+        WriteRefusal::Unauthenticated { message, challenge } => {
+            (StatusCode::UNAUTHORIZED, message, Some(challenge))
+        }
+        WriteRefusal::Forbidden { message } => (StatusCode::FORBIDDEN, message, None),
+    };
+    let mut answer = if as_json {
+        reply::error(status, message)
+    } else {
+        reply::text(status, message + "\n")
+    };
+    if let Some(challenge) = challenge {
+        answer
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    Some(answer)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 
+use super::site::ExporterPort;
 use crate::clock::ms_to_seconds;
-use crate::exporter::Exporter;
 use crate::http::task_json::rfc3339;
-use crate::metrics::build_revision;
+use crate::telemetry::build_revision;
 use crate::tracker::{ResultFetch, Task, TaskKey, TaskState};
 
 /// The most task rows on the page.
@@ -51,7 +51,7 @@ for(const id of['summary','tasks']){const n=d.getElementById(id),o=document.getE
 ";
 
 /// Renders the page at `now_ms`.
-pub fn render(exporter: &Exporter, now_ms: i64) -> String {
+pub fn render(exporter: &dyn ExporterPort, now_ms: i64) -> String {
     let config = exporter.config();
     let tracker = exporter.tracker();
 
@@ -118,7 +118,7 @@ pub fn render(exporter: &Exporter, now_ms: i64) -> String {
     for task in &rows {
         let app = apps
             .entry(task.key.agent_id)
-            .or_insert_with(|| exporter.app_name(task.key.agent_id));
+            .or_insert_with(|| config.app_label(task.key.agent_id).to_string());
         push_row(&mut page, task, app, now_ms);
     }
     if rows.is_empty() {

@@ -1,5 +1,7 @@
 //! The HTTP server: `/metrics`, health and reload endpoints, the task API and the landing page.
 //!
+//! - [`site`]: what every request shares, the [`ExporterPort`] the server is given and its
+//!   [`ServerLimits`];
 //! - [`server`]: accepting connections, limits, graceful shutdown;
 //! - `routes`: which handler answers which request;
 //! - `api`: the task API, with [`registration`] (parsing bodies: pure, for the fuzzer) and
@@ -14,15 +16,18 @@ mod api;
 pub mod auth;
 pub mod basic_auth;
 mod landing;
+mod problems;
 pub mod registration;
 mod reply;
 mod routes;
 pub mod server;
+mod site;
 pub mod task_json;
 pub mod tls;
 pub mod web_config;
 
 pub use api::MAX_BODY_BYTES;
 pub use registration::{RegistrationError, Registrations, parse_registrations};
-pub use server::{ServerLimits, serve, serve_with_limits, serve_with_web_config};
+pub use server::{serve_with_limits, serve_with_web_config};
+pub use site::{ExporterPort, ServerLimits};
 pub use web_config::{WebConfig, WebConfigErrors, WebConfigWatch};

@@ -13,7 +13,7 @@
 //!
 //! Checks that guard every endpoint alike (the basic auth of `--web.config.file`) belong in
 //! [`handle`], before [`route`]; the bearer token of the task API's writes is checked by the
-//! write handlers themselves through [`guard_write`].
+//! write handlers themselves through [`super::auth::guard_write`].
 //!
 //! Basic auth and the bearer token both travel in the one `Authorization` header a request
 //! has. So when both are configured, a write that carries a bearer token skips basic auth
@@ -21,7 +21,6 @@
 //! API asks for); everything else, reads in particular, needs basic auth.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
@@ -30,23 +29,14 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
 use super::api::{self, MAX_BODY_BYTES};
-use super::auth::{WriteRefusal, authorize_write, bearer_token};
+use super::auth::{bearer_token, guard_write};
 use super::basic_auth;
 use super::landing;
 use super::reply::{self, Answer};
-use super::server::ServerLimits;
-use super::web_config::{WebConfig, WebConfigWatch};
+use super::site::{ExporterPort, Site};
+use super::web_config::WebConfig;
 use crate::clock::now_ms;
-use crate::exporter::Exporter;
-use crate::metrics::{TEXT_FORMAT_CONTENT_TYPE, render_metrics_parts};
-
-/// What every request of one server shares.
-pub(super) struct Site {
-    pub exporter: Arc<Exporter>,
-    pub limits: ServerLimits,
-    /// The `--web.config.file`, when one is given.
-    pub web_config: Option<Arc<WebConfigWatch>>,
-}
+use crate::exposition::{TEXT_FORMAT_CONTENT_TYPE, TaskSnapshot, render_metrics_parts};
 
 /// How much of an unwanted body is read and dropped so the client can still read the answer
 /// (see [`reply::drain_body`]).
@@ -57,7 +47,7 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
     let (parts, mut body) = request.into_parts();
     let web_config = site.web_config.as_ref().map(|watch| watch.current());
     let refusal = match &web_config {
-        Some(web_config) => basic_auth_refusal(&parts, web_config, &site.exporter).await,
+        Some(web_config) => basic_auth_refusal(&parts, web_config, site.exporter.as_ref()).await,
         None => None,
     };
     let mut answer = match refusal {
@@ -85,7 +75,7 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
 async fn basic_auth_refusal(
     parts: &Parts,
     web_config: &WebConfig,
-    exporter: &Exporter,
+    exporter: &dyn ExporterPort,
 ) -> Option<Answer> {
     let users = web_config.basic_auth()?;
     let path = parts.uri.path();
@@ -129,7 +119,7 @@ async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) ->
     match path {
         "/" if is_read => landing_page(site).await,
         "/-/healthy" if is_read => reply::text(StatusCode::OK, "dingtalk-exporter is healthy.\n"),
-        "/-/ready" if is_read => ready(&site.exporter),
+        "/-/ready" if is_read => ready(site.exporter.as_ref()),
         "/" | "/-/healthy" | "/-/ready" => reply::method_not_allowed("GET, HEAD", false),
         "/-/reload" => match parts.method {
             Method::POST | Method::PUT => reload(parts, site, peer).await,
@@ -145,7 +135,12 @@ async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) ->
 async fn metrics(site: &Site) -> Answer {
     let exporter = site.exporter.clone();
     // Rendering is CPU work proportional to the tasks: keep it off the async workers.
-    match tokio::task::spawn_blocking(move || render_metrics_parts(&exporter, now_ms())).await {
+    let render = move || {
+        let config = exporter.config();
+        let snapshot = TaskSnapshot::take(exporter.tracker(), now_ms(), config.poll.task_retention);
+        render_metrics_parts(exporter.telemetry(), snapshot, &config)
+    };
+    match tokio::task::spawn_blocking(render).await {
         Ok(parts) => reply::chunked(
             StatusCode::OK,
             TEXT_FORMAT_CONTENT_TYPE,
@@ -160,7 +155,7 @@ async fn metrics(site: &Site) -> Answer {
 
 async fn landing_page(site: &Site) -> Answer {
     let exporter = site.exporter.clone();
-    match tokio::task::spawn_blocking(move || landing::render(&exporter, now_ms())).await {
+    match tokio::task::spawn_blocking(move || landing::render(exporter.as_ref(), now_ms())).await {
         Ok(page) => reply::with_body(StatusCode::OK, reply::HTML, page),
         Err(err) => reply::text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,7 +164,7 @@ async fn landing_page(site: &Site) -> Answer {
     }
 }
 
-fn ready(exporter: &Exporter) -> Answer {
+fn ready(exporter: &dyn ExporterPort) -> Answer {
     if exporter.is_ready() {
         reply::text(StatusCode::OK, "dingtalk-exporter is ready.\n")
     } else {
@@ -183,16 +178,13 @@ fn ready(exporter: &Exporter) -> Answer {
 /// Like Prometheus: 200 when the new configuration is in force, 500 with the reason when it
 /// was refused (the old configuration stays).
 async fn reload(parts: &Parts, site: &Site, peer: IpAddr) -> Answer {
-    if let Some(refusal) = guard_write(parts, peer, &site.exporter, false) {
+    if let Some(refusal) = guard_write(parts, peer, &site.exporter.config(), false) {
         return refusal;
     }
     match site.exporter.reload().await {
-        Ok(()) => {
-            tracing::info!("configuration reloaded");
-            reply::text(StatusCode::OK, "configuration reloaded\n")
-        }
+        Ok(()) => reply::text(StatusCode::OK, "configuration reloaded\n"),
         Err(err) => {
-            tracing::error!(error = %err, "configuration reload failed; the previous configuration stays");
+            // The reload itself logged why.
             reply::text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
@@ -201,32 +193,4 @@ async fn reload(parts: &Parts, site: &Site, peer: IpAddr) -> Answer {
             )
         }
     }
-}
-
-/// `Some(answer)` when the write must be refused: 401 (with `WWW-Authenticate`) or 403.
-pub(super) fn guard_write(
-    parts: &Parts,
-    peer: IpAddr,
-    exporter: &Exporter,
-    as_json: bool,
-) -> Option<Answer> {
-    let config = exporter.config();
-    let refusal = authorize_write(&parts.headers, peer, config.web.api_token.as_ref()).err()?;
-    let (status, message, challenge) = match refusal {
-        WriteRefusal::Unauthenticated { message, challenge } => {
-            (StatusCode::UNAUTHORIZED, message, Some(challenge))
-        }
-        WriteRefusal::Forbidden { message } => (StatusCode::FORBIDDEN, message, None),
-    };
-    let mut answer = if as_json {
-        reply::error(status, message)
-    } else {
-        reply::text(status, message + "\n")
-    };
-    if let Some(challenge) = challenge {
-        answer
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    }
-    Some(answer)
 }

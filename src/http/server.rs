@@ -22,56 +22,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::routes::{Site, handle};
+use super::routes::handle;
+use super::site::{ExporterPort, ServerLimits, Site};
 use super::web_config::WebConfigWatch;
-use crate::exporter::Exporter;
-
-/// The server's protective limits.
-#[derive(Clone, Debug)]
-pub struct ServerLimits {
-    /// Connections served at once; past it, new clients wait in the listen backlog.
-    pub max_connections: usize,
-    /// How long a client may take to send a request's headers, and how long an idle
-    /// keep-alive connection is kept.
-    pub header_read_timeout: Duration,
-    /// How long a client may take to send a request body.
-    pub body_read_timeout: Duration,
-    /// The most bytes of request line and headers read for one request; past it the
-    /// client gets 431. (hyper needs at least 8 KiB.)
-    pub max_header_bytes: usize,
-    /// How long shutdown waits for requests in flight before it gives up on them.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            // Scrapers and API clients send well under 1 KiB; 64 KiB leaves room for long
-            // cookies or tokens a proxy adds, and keeps a flood of headers cheap to refuse.
-            max_header_bytes: 64 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Serves the exporter's HTTP endpoints on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish (within [`ServerLimits::shutdown_grace`]) and
 /// returns.
-pub async fn serve(
-    listener: TcpListener,
-    exporter: Arc<Exporter>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    serve_with_limits(listener, exporter, ServerLimits::default(), shutdown).await
-}
-
-/// [`serve`] with other limits than the defaults.
 pub async fn serve_with_limits(
     listener: TcpListener,
-    exporter: Arc<Exporter>,
+    exporter: Arc<dyn ExporterPort>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -81,7 +41,7 @@ pub async fn serve_with_limits(
 /// [`serve_with_limits`] with the TLS and basic auth of a `--web.config.file`.
 pub async fn serve_with_web_config(
     listener: TcpListener,
-    exporter: Arc<Exporter>,
+    exporter: Arc<dyn ExporterPort>,
     limits: ServerLimits,
     web_config: Option<Arc<WebConfigWatch>>,
     shutdown: impl Future<Output = ()> + Send + 'static,

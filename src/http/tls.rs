@@ -27,7 +27,7 @@ use tokio_rustls::rustls::{
     self, RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion,
 };
 
-use super::web_config::Problems;
+use super::problems::Problems;
 use crate::secret::Secret;
 
 /// The section as written.

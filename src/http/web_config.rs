@@ -49,55 +49,9 @@ use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 
 use super::basic_auth::BasicAuth;
+use super::problems::Problems;
+pub use super::problems::{WebConfigErrors, WebConfigProblem};
 use super::tls::{TlsSection, TlsSummary};
-
-/// One problem with a web config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebConfigProblem {
-    /// The key at fault, as `tls_server_config.min_version`; empty for the file as a whole.
-    pub key: String,
-    /// What is wrong, in words the operator can act on. Never holds a key or a hash.
-    pub problem: String,
-}
-
-/// Every problem found in a web config file. Displays one per line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebConfigErrors(pub Vec<WebConfigProblem>);
-
-impl fmt::Display for WebConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, problem) in self.0.iter().enumerate() {
-            if index > 0 {
-                f.write_str("\n")?;
-            }
-            if problem.key.is_empty() {
-                f.write_str(&problem.problem)?;
-            } else {
-                write!(f, "{}: {}", problem.key, problem.problem)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for WebConfigErrors {}
-
-/// Collects problems so that one check names them all.
-#[derive(Default)]
-pub(super) struct Problems(Vec<WebConfigProblem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, key: impl Into<String>, problem: impl Into<String>) {
-        self.0.push(WebConfigProblem {
-            key: key.into(),
-            problem: problem.into(),
-        });
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +96,20 @@ impl WebConfig {
     /// Reads and validates a web config file, certificates included.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigErrors> {
         Self::read(path).1
+    }
+
+    /// Checks the file for `--config.check`: what it sets, or every problem as (key,
+    /// problem). Fits [`crate::config::WebConfigCheck`].
+    pub fn check_file(path: &Path) -> Result<String, Vec<(String, String)>> {
+        WebConfig::load(path)
+            .map(|web_config| web_config.summary())
+            .map_err(|errors| {
+                errors
+                    .0
+                    .into_iter()
+                    .map(|problem| (problem.key, problem.problem))
+                    .collect()
+            })
     }
 
     /// The TLS acceptor, when the file configures TLS.

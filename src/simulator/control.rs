@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::server::{CloseConnection, HttpResponse, read_body, respond};
 use super::state::{Shared, TaskSpec};
+use super::wire::{CloseConnection, HttpResponse, read_body, respond};
 
 /// Every control route starts with this.
 pub(crate) const PREFIX: &str = "/_sim/";

@@ -78,13 +78,14 @@
 //! Example: `curl -X POST localhost:10051/_sim/tasks -d '{"agent_id":1,"timeline":{"stall_at_percent":40}}'`.
 
 mod api;
-mod command;
 mod config;
 mod control;
+mod endpoint;
 mod faults;
 mod server;
 mod state;
 mod timeline;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,7 +94,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use command::{SimulatorArgs, run};
 pub use config::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, ExpiryStyle, SimApp, SimClock,
     SimConfig,

@@ -1,17 +1,13 @@
 //! The HTTP side: accepts connections, sends `/_sim/` to the control API and everything else
 //! to the simulated DingTalk, and applies faults and quirks on the way out.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value, json};
@@ -23,25 +19,12 @@ use super::api::{self, Answer, ApiError, Endpoint, Params};
 use super::control;
 use super::faults::{self, FaultKind};
 use super::state::{Shared, State};
+use super::wire::{CloseConnection, HttpResponse, json_response, read_body, respond};
 
 /// How long in-flight requests get to finish once the simulator stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// A client that opens a connection and sends no complete request head is cut off after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(crate) type HttpResponse = Response<Full<Bytes>>;
-
-/// Returned by the request handler to make hyper close the connection without answering.
-#[derive(Debug)]
-pub(crate) struct CloseConnection(&'static str);
-
-impl fmt::Display for CloseConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for CloseConnection {}
 
 /// Serves connections until `stop` changes or its sender is dropped.
 pub(crate) async fn serve(
@@ -139,19 +122,6 @@ async fn handle(
 const PAYLOAD_TOO_LARGE_PAGE: &str = "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n\
 <body>\r\n<center><h1>413 Request Entity Too Large</h1></center>\r\n</body>\r\n</html>\r\n";
 
-/// The request body, or `None` when it is over `max_bytes`. A body that breaks off midway
-/// closes the connection.
-pub(crate) async fn read_body(
-    request: Request<Incoming>,
-    max_bytes: usize,
-) -> Result<Option<Bytes>, CloseConnection> {
-    match Limited::new(request.into_body(), max_bytes).collect().await {
-        Ok(collected) => Ok(Some(collected.to_bytes())),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Ok(None),
-        Err(_) => Err(CloseConnection("request body broke off")),
-    }
-}
-
 /// DingTalk's JSON for an answer. `gettoken` answers carry no `request_id`; topapi answers
 /// do, except in the quirky form.
 fn render(state: &mut State, endpoint: Endpoint, answer: Answer) -> Vec<u8> {
@@ -193,25 +163,8 @@ fn quirky(value: Value) -> Value {
     }
 }
 
-pub(crate) fn json_response(body: Vec<u8>) -> HttpResponse {
-    respond(StatusCode::OK, "application/json;charset=utf-8", body)
-}
-
 fn html(status: StatusCode, page: &'static str) -> HttpResponse {
     respond(status, "text/html;charset=utf-8", page.as_bytes().to_vec())
-}
-
-pub(crate) fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
 }
 
 #[cfg(test)]

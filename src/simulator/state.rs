@@ -8,8 +8,8 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::api::{ApiError, Endpoint};
 use super::config::{Behaviour, ExpiryStyle, SimApp, SimConfig};
+use super::endpoint::{ApiError, Endpoint};
 use super::faults::{FaultConfig, FaultKind};
 use super::timeline::{Timeline, numbered_user_id};
 use crate::clock::quota_month;

@@ -1,13 +1,12 @@
-//! The tracked tasks: their durable store, the registry in memory and the polling scheduler.
+//! The tracked tasks: the registry in memory, the store trait and its SQLite store, and the
+//! monthly budget ledger of metered calls (counted in the same store).
 
-pub mod gate;
-pub mod policy;
+pub mod budget;
 pub mod registry;
-pub mod scheduler;
 pub mod sqlite;
 pub mod store;
 pub mod task;
 
 pub use registry::{NewTask, RegisterError, Tracker};
 pub use store::{StoreError, TaskStore};
-pub use task::{ResultFetch, SendStatus, Task, TaskKey, TaskState};
+pub use task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::store::{StoreError, TaskStore};
-use super::task::{Task, TaskKey, TaskState};
+use super::task::{Task, TaskKey};
 
 /// A registration as the API, the `track` command or the config file asks for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,13 +110,21 @@ impl Tracker {
         })
     }
 
-    pub fn store(&self) -> &Arc<dyn TaskStore> {
-        &self.store
-    }
-
     /// Changes `--tasks.max` (on reload); tasks already tracked stay.
     pub fn set_tasks_max(&self, tasks_max: usize) {
         self.tasks_max.store(tasks_max, Ordering::Relaxed);
+    }
+
+    /// Runs a store operation on the blocking pool: the store waits for the disk (an fsync
+    /// per commit), which must not hold up the async workers that serve scrapes.
+    async fn in_store<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&dyn TaskStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || operation(store.as_ref()))
+            .await
+            .map_err(|err| StoreError(format!("store task failed: {err}")))?
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -155,11 +163,10 @@ impl Tracker {
             .iter()
             .map(|item| Task::registered(item.key, item.name.clone(), now_ms))
             .collect();
-        let store = self.store.clone();
         let to_insert = fresh.clone();
-        let created = tokio::task::spawn_blocking(move || store.insert_new(&to_insert))
+        let created = self
+            .in_store(move |store| store.insert_new(&to_insert))
             .await
-            .map_err(|err| RegisterError::Store(StoreError(format!("store task failed: {err}"))))?
             .map_err(RegisterError::Store)?;
 
         let mut inner = self.lock();
@@ -213,10 +220,7 @@ impl Tracker {
     /// Stops tracking a task; `false` when it was not tracked.
     pub async fn remove(&self, key: TaskKey) -> Result<bool, StoreError> {
         let _writing = self.writes.lock().await;
-        let store = self.store.clone();
-        let removed = tokio::task::spawn_blocking(move || store.remove(key))
-            .await
-            .map_err(|err| StoreError(format!("store task failed: {err}")))??;
+        let removed = self.in_store(move |store| store.remove(key)).await?;
         let was_tracked = {
             let mut inner = self.lock();
             inner.in_flight.remove(&key);
@@ -242,12 +246,8 @@ impl Tracker {
         if still_tracked.is_empty() {
             return Ok(());
         }
-        let store = self.store.clone();
         let to_save = still_tracked.clone();
-        let saved = tokio::task::spawn_blocking(move || store.save(&to_save))
-            .await
-            .map_err(|err| StoreError(format!("store task failed: {err}")))
-            .and_then(|result| result);
+        let saved = self.in_store(move |store| store.save(&to_save)).await;
         let mut inner = self.lock();
         for task in still_tracked {
             let Some(current) = inner.tasks.get(&task.key) else {
@@ -333,18 +333,5 @@ impl Tracker {
             }
             inner.due.pop();
         }
-    }
-
-    /// Counts of tracked tasks by state.
-    pub fn count_by_state(&self) -> [(TaskState, usize); 4] {
-        let inner = self.lock();
-        TaskState::ALL.map(|state| {
-            let count = inner
-                .tasks
-                .values()
-                .filter(|task| task.state == state)
-                .count();
-            (state, count)
-        })
     }
 }

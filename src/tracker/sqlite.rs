@@ -16,8 +16,9 @@
 //!   `result_errcode`;
 //! - the recipient counts are five nullable columns (`recipients_read`, ...): all `NULL`
 //!   before `getsendresult` answered, all set after, so they can be queried one by one;
-//! - `schedule` is the scheduler's private memory as opaque JSON text: the store never looks
-//!   inside, so the scheduler can change its shape without a migration.
+//! - the poller's memory ([`PollMemory`]) is five `poll_*` columns; `anchored_running` is
+//!   0 or 1 in a `BIGINT`, as both databases read it alike. (Schema version 1 kept it as
+//!   JSON text in `schedule`; version 2 moves it into the columns.)
 
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -27,7 +28,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::store::{StoreError, TaskStore};
-use super::task::{ResultFetch, SendStatus, Task, TaskKey, TaskState};
+use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState};
 use crate::dingtalk::RecipientCounts;
 
 /// How long a statement waits for another connection's lock (a backup tool, the `sqlite3`
@@ -48,17 +49,18 @@ struct Migration {
 ///
 /// ```text
 /// Migration {
-///     version: 2,
+///     version: 3,
 ///     sql: "ALTER TABLE tasks ADD COLUMN app TEXT NOT NULL DEFAULT '';",
 /// },
 /// ```
 ///
 /// together with reading and writing the new column in [`TASK_COLUMNS`], `task_values` and
-/// `task_from_row`. The unit test `a_second_migration_upgrades_a_version_1_file` runs exactly
-/// that against a file written by version 1.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: "
+/// `task_from_row`. The unit test `a_newer_schema_is_refused` runs exactly that, and
+/// `tests/store_migration.rs` opens a file written by release 0.1.0 (schema version 1).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
         CREATE TABLE tasks (
             agent_id BIGINT NOT NULL,
             task_id BIGINT NOT NULL,
@@ -92,7 +94,39 @@ const MIGRATIONS: &[Migration] = &[Migration {
             value TEXT NOT NULL
         );
     ",
-}];
+    },
+    // The poller's memory leaves its JSON text (about 760 of a task's ~1,190 bytes at rest,
+    // and parsed for every task at start) for columns of its own. Whatever the text held
+    // that is not of the expected type starts afresh, as the JSON reader of version 1 did.
+    // json_* are SQLite's: only a SQLite store can have a version 1 to convert.
+    Migration {
+        version: 2,
+        sql: "
+        ALTER TABLE tasks ADD COLUMN poll_anchor_ms BIGINT;
+        ALTER TABLE tasks ADD COLUMN poll_anchor_ratio DOUBLE PRECISION NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN poll_anchored_running BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN poll_result_attempts BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN poll_last_interval_ms BIGINT NOT NULL DEFAULT 0;
+        UPDATE tasks SET
+            poll_anchor_ms = CASE WHEN NOT json_valid(schedule) THEN NULL
+                WHEN json_type(schedule, '$.anchor_ms') = 'integer'
+                THEN json_extract(schedule, '$.anchor_ms') END,
+            poll_anchor_ratio = CASE WHEN NOT json_valid(schedule) THEN 0
+                WHEN json_type(schedule, '$.anchor_ratio') IN ('integer', 'real')
+                THEN json_extract(schedule, '$.anchor_ratio') ELSE 0 END,
+            poll_anchored_running = CASE WHEN NOT json_valid(schedule) THEN 0
+                WHEN json_type(schedule, '$.anchored_running') = 'true' THEN 1 ELSE 0 END,
+            poll_result_attempts = CASE WHEN NOT json_valid(schedule) THEN 0
+                WHEN json_type(schedule, '$.result_attempts') = 'integer'
+                    AND json_extract(schedule, '$.result_attempts') BETWEEN 0 AND 4294967295
+                THEN json_extract(schedule, '$.result_attempts') ELSE 0 END,
+            poll_last_interval_ms = CASE WHEN NOT json_valid(schedule) THEN 0
+                WHEN json_type(schedule, '$.last_interval_ms') = 'integer'
+                THEN json_extract(schedule, '$.last_interval_ms') ELSE 0 END;
+        ALTER TABLE tasks DROP COLUMN schedule;
+    ",
+    },
+];
 
 /// The newest schema this binary can read and write.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -101,8 +135,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_ratio, \
     created_at_ms, last_poll_at_ms, last_progress_change_at_ms, last_errcode, ended_at_ms, \
     next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
-    recipients_forbidden, recipients_invalid, result_fetch, result_errcode, schedule";
-const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+    recipients_forbidden, recipients_invalid, result_fetch, result_errcode, poll_anchor_ms, \
+    poll_anchor_ratio, poll_anchored_running, poll_result_attempts, poll_last_interval_ms";
+const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25";
 
 /// Registers a task unless its key is stored already, which it leaves untouched.
 static INSERT_NEW_TASK: LazyLock<String> = LazyLock::new(|| {
@@ -455,8 +490,7 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         })
     };
     let recipients = task.recipients;
-    let schedule = serde_json::to_string(&task.schedule)
-        .map_err(|err| Failure::Data(format!("schedule cannot be written as JSON: {err}")))?;
+    let memory = task.poll_memory;
     let refused_errcode = match task.result_fetch {
         ResultFetch::Refused { errcode } => Some(errcode),
         ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
@@ -484,7 +518,11 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         count("recipients_invalid", recipients.map(|r| r.invalid))?,
         Value::Text(result_fetch_word(task.result_fetch).to_string()),
         integer(refused_errcode),
-        Value::Text(schedule),
+        integer(memory.anchor_ms),
+        Value::Real(memory.anchor_ratio),
+        Value::Integer(i64::from(memory.anchored_running)),
+        Value::Integer(i64::from(memory.result_attempts)),
+        Value::Integer(memory.last_interval_ms),
     ])
 }
 
@@ -549,9 +587,18 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
         _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
     };
-    let schedule_text: String = row.get(20)?;
-    let schedule = serde_json::from_str(&schedule_text)
-        .map_err(|err| bad(format!("schedule is not JSON: {err}")))?;
+    let result_attempts: i64 = row.get(23)?;
+    let poll_memory = PollMemory {
+        anchor_ms: row.get(20)?,
+        anchor_ratio: row.get(21)?,
+        anchored_running: row.get::<_, i64>(22)? != 0,
+        result_attempts: u32::try_from(result_attempts).map_err(|_| {
+            bad(format!(
+                "poll_result_attempts is out of range ({result_attempts})"
+            ))
+        })?,
+        last_interval_ms: row.get(24)?,
+    };
 
     Ok(Task {
         key,
@@ -568,7 +615,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         metered_calls,
         recipients,
         result_fetch,
-        schedule,
+        poll_memory,
     })
 }
 
@@ -591,9 +638,10 @@ mod tests {
         assert_eq!(SCHEMA_VERSION, MIGRATIONS.len() as i64);
     }
 
-    /// A later release's migration upgrades a file written by version 1 and keeps its tasks.
+    /// A file migrated by a later release (one more migration) is refused with a clear
+    /// message, and the later release's migration keeps the tasks it finds.
     #[test]
-    fn a_second_migration_upgrades_a_version_1_file() {
+    fn a_newer_schema_is_refused() {
         let (_dir, path) = scratch_file();
         let store = SqliteStore::open(&path).expect("open");
         let task = Task::registered(
@@ -609,22 +657,23 @@ mod tests {
             .expect("insert");
         drop(store);
 
-        let with_second = [
-            Migration {
-                version: 1,
-                sql: MIGRATIONS[0].sql,
-            },
-            Migration {
-                version: 2,
-                sql: "ALTER TABLE tasks ADD COLUMN app TEXT NOT NULL DEFAULT '';",
-            },
-        ];
+        let mut later: Vec<Migration> = MIGRATIONS
+            .iter()
+            .map(|migration| Migration {
+                version: migration.version,
+                sql: migration.sql,
+            })
+            .collect();
+        later.push(Migration {
+            version: SCHEMA_VERSION + 1,
+            sql: "ALTER TABLE tasks ADD COLUMN app TEXT NOT NULL DEFAULT '';",
+        });
         let mut conn = Connection::open(&path).expect("reopen");
-        migrate(&mut conn, &with_second).expect("migrate to 2");
+        migrate(&mut conn, &later).expect("migrate one further");
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .expect("version");
-        assert_eq!(version, 2);
+        assert_eq!(version, SCHEMA_VERSION + 1);
         let (name, app): (String, String) = conn
             .query_row("SELECT name, app FROM tasks", [], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -632,12 +681,15 @@ mod tests {
             .expect("row");
         assert_eq!((name.as_str(), app.as_str()), ("kept", ""));
 
-        // This binary only knows version 1, so it now refuses the upgraded file.
         drop(conn);
         let err = SqliteStore::open(&path)
             .err()
             .expect("newer schema refused");
-        assert!(err.0.contains("schema version 2"), "{err}");
+        assert!(
+            err.0
+                .contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
+            "{err}"
+        );
     }
 
     /// The store writes in WAL mode with full fsync, the settings its durability promise needs.

@@ -131,9 +131,28 @@ pub struct Task {
     /// Recipient counts from `getsendresult`, once fetched.
     pub recipients: Option<RecipientCounts>,
     pub result_fetch: ResultFetch,
-    /// The scheduler's private memory of this task (what it needs to estimate progress
-    /// rates); stored as an opaque JSON text so the store does not depend on its shape.
-    pub schedule: serde_json::Value,
+    /// What the poller remembers between polls to estimate the rate of progress.
+    pub poll_memory: PollMemory,
+}
+
+/// What the poller remembers about a task between polls, stored with the task (a column
+/// each, so a task takes a few bytes for it at rest, not a JSON text).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PollMemory {
+    /// A moment when the task's progress was known, and that progress: the last answer
+    /// that said "not started" (progress 0), then the first answer that showed it running.
+    /// The rate of progress is measured from here; with no answer yet, the registration
+    /// time with progress 0 serves.
+    pub anchor_ms: Option<i64>,
+    pub anchor_ratio: f64,
+    /// Whether the anchor is a sighting of the task running (it then stays put, so the
+    /// rate is averaged over the whole run rather than over the last, noisy gap).
+    pub anchored_running: bool,
+    /// Failed `getsendresult` attempts of a finished task.
+    pub result_attempts: u32,
+    /// The gap chosen after the previous answer, the base of the back-off while nothing
+    /// changes.
+    pub last_interval_ms: i64,
 }
 
 impl Task {
@@ -154,7 +173,7 @@ impl Task {
             metered_calls: 0,
             recipients: None,
             result_fetch: ResultFetch::Pending,
-            schedule: serde_json::Value::Null,
+            poll_memory: PollMemory::default(),
         }
     }
 

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use dingtalk_exporter::config::{AppConfig, DingTalkSettings};
 use dingtalk_exporter::dingtalk::{ApiFailure, CallGate, Deferral, DingTalkClient};
-use dingtalk_exporter::metrics::Telemetry;
 use dingtalk_exporter::secret::Secret;
+use dingtalk_exporter::telemetry::Telemetry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -326,38 +326,40 @@ pub fn harness_for_app(
 }
 
 impl Harness {
+    /// One series of the client's telemetry, 0 when it does not exist.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.telemetry.sample(name, labels).unwrap_or(0.0)
+    }
+
     pub fn requests(&self, api: &str) -> u64 {
-        self.telemetry.api_requests.with_label_values(&[api]).get()
+        self.value("dingtalk_api_requests_total", &[("api", api)]) as u64
     }
 
     pub fn errors(&self, api: &str, errcode: &str) -> u64 {
-        self.telemetry
-            .api_errors
-            .with_label_values(&[api, errcode])
-            .get()
+        self.value(
+            "dingtalk_api_errors_total",
+            &[("api", api), ("errcode", errcode)],
+        ) as u64
     }
 
     pub fn up(&self) -> i64 {
-        self.telemetry.up.with_label_values(&["hr-notices"]).get()
+        self.value("dingtalk_up", &[("app", "hr-notices")]) as i64
     }
 
     pub fn token_refreshes(&self) -> u64 {
-        self.telemetry
-            .token_refreshes
-            .with_label_values(&["hr-notices"])
-            .get()
+        self.value("dingtalk_token_refreshes_total", &[("app", "hr-notices")]) as u64
     }
 
     pub fn token_refresh_failures(&self) -> u64 {
-        self.telemetry
-            .token_refresh_failures
-            .with_label_values(&["hr-notices"])
-            .get()
+        self.value(
+            "dingtalk_token_refresh_failures_total",
+            &[("app", "hr-notices")],
+        ) as u64
     }
 
     /// The whole `/metrics` text of this client's telemetry.
     pub fn metrics_text(&self) -> String {
-        let families = self.telemetry.registry.gather();
+        let families = self.telemetry.gather();
         prometheus::TextEncoder::new()
             .encode_to_string(&families)
             .expect("encodable metrics")

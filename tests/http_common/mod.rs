@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dingtalk_exporter::assembly::{ClientFactory, ConfigSource, Exporter};
 use dingtalk_exporter::clock::now_ms;
 use dingtalk_exporter::config::{
     AppConfig, Config, DingTalkSettings, LogFormat, LogLevel, LogSettings, PollSettings,
     WebSettings,
 };
 use dingtalk_exporter::dingtalk::{CallGate, DeliveryApi, DingTalkClient};
-use dingtalk_exporter::exporter::{ClientFactory, ConfigSource, Exporter};
 use dingtalk_exporter::http::{ServerLimits, serve_with_limits};
-use dingtalk_exporter::metrics::Telemetry;
 use dingtalk_exporter::secret::Secret;
-use dingtalk_exporter::tracker::gate::MonthlyCallGate;
+use dingtalk_exporter::telemetry::Telemetry;
+use dingtalk_exporter::tracker::budget::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore, Tracker};
 use tempfile::TempDir;
@@ -150,10 +150,11 @@ pub fn exporter_with_source(
     let store = Arc::new(TestStore::new());
     let tracker = Tracker::open(store.clone(), config.poll.tasks_max).expect("the store opens");
     let telemetry = Arc::new(Telemetry::new());
-    let gate: Arc<dyn CallGate> = Arc::new(
+    let budget = Arc::new(
         MonthlyCallGate::new(store.clone(), 0, telemetry.clone(), now_ms())
             .expect("the gate opens"),
     );
+    let gate: Arc<dyn CallGate> = budget.clone();
     let client_telemetry = telemetry.clone();
     // The real client; these tests run no scheduler, so it is never asked to call out.
     let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
@@ -166,8 +167,15 @@ pub fn exporter_with_source(
         )?;
         Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
     });
-    let exporter = Exporter::new(config, Arc::new(tracker), telemetry, source, factory)
-        .expect("the test config is valid");
+    let exporter = Exporter::new(
+        config,
+        Arc::new(tracker),
+        telemetry,
+        budget,
+        source,
+        factory,
+    )
+    .expect("the test config is valid");
     (Arc::new(exporter), store)
 }
 

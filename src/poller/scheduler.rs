@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
+use super::Ports;
+pub use super::policy::PollBounds;
+use super::policy::{self, Observation};
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::dingtalk::{
-    ApiFailure, Deferral, DeliveryApi, SendProgress, is_throttle_code, is_transient_code,
+    ApiFailure, Deferral, DeliveryApi, SendProgress, THROTTLE_PAUSE, is_throttle_code,
+    is_transient_code,
 };
-use crate::exporter::Exporter;
-
-pub use super::policy::PollBounds;
-use super::policy::{self, Observation, PollMemory};
-use super::task::{ResultFetch, SendStatus, Task, TaskState};
+use crate::tracker::{ResultFetch, SendStatus, Task, TaskState};
 
 /// Most polls in flight at once; the clients' rate limiters do the real pacing, this only
 /// bounds how many tasks wait on them (and so how far `dingtalk_poll_lag_seconds` can hide).
@@ -33,16 +33,16 @@ const HOUSEKEEPING_EVERY_MS: i64 = 5_000;
 const RESULT_FETCH_ATTEMPTS: u32 = 3;
 
 /// DingTalk's throttles ask callers to wait at least a second.
-const THROTTLE_PAUSE_MS: i64 = 1_000;
+const THROTTLE_PAUSE_MS: i64 = THROTTLE_PAUSE.as_millis() as i64;
 
 /// Runs the poller until `shutdown` turns true; polls in flight are finished and saved
 /// before it returns.
-pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // Told when a poll gives its slot back, so that a full house waits for that rather
     // than spinning on tasks already due.
     let slot_freed = Arc::new(tokio::sync::Notify::new());
-    let tracker = exporter.tracker().clone();
+    let tracker = ports.tracker.clone();
     let mut next_housekeeping = 0;
     // Until when the monthly budget or DingTalk's quota holds every metered call back.
     let mut paused_until: Option<i64> = None;
@@ -62,7 +62,7 @@ pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
 
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING_EVERY_MS;
-            let retention = exporter.config().poll.task_retention.as_millis() as i64;
+            let retention = ports.apps.poll_settings().task_retention.as_millis() as i64;
             if let Err(err) = tracker.forget_ended(now, retention).await {
                 tracing::warn!(error = %err, "could not forget tasks past their retention");
             }
@@ -70,34 +70,34 @@ pub async fn run(exporter: Arc<Exporter>, mut shutdown: watch::Receiver<bool>) {
 
         let next_due = tracker.next_due_ms();
         let lag_ms = next_due.map_or(0, |due| (now - due).max(0));
-        exporter.telemetry().poll_lag.set(ms_to_seconds(lag_ms));
+        ports.telemetry.record_poll_lag(ms_to_seconds(lag_ms));
 
         if paused_until.is_none() && slots.available_permits() > 0 {
             let due = tracker.take_due(now, slots.available_permits());
             for task in due {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let exporter = exporter.clone();
+                let ports = ports.clone();
                 let deferrals = deferrals_tx.clone();
                 let slot_freed = slot_freed.clone();
                 tokio::spawn(async move {
                     let key = task.key;
                     let due_at = task.next_poll_at_ms.unwrap_or_else(now_ms);
-                    let outcome = tokio::spawn(poll_task(exporter.clone(), task)).await;
+                    let outcome = tokio::spawn(poll_task(ports.clone(), task)).await;
                     match outcome {
                         Ok(PollOutcome::Done(task)) => {
-                            if let Err(err) = exporter.tracker().update(vec![*task]).await {
+                            if let Err(err) = ports.tracker.update(vec![*task]).await {
                                 tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
                             }
                         }
                         Ok(PollOutcome::HeldBack { until_ms }) => {
                             // Keep its place in line: it is due when calls resume.
-                            exporter.tracker().requeue(key, due_at);
+                            ports.tracker.requeue(key, due_at);
                             let _ = deferrals.send(until_ms);
                         }
                         Err(panic) => {
                             tracing::error!(agent_id = key.agent_id, task_id = key.task_id, error = %panic, "a poll failed unexpectedly; retrying later");
-                            let max = exporter.config().poll.max_interval.as_millis() as i64;
-                            exporter.tracker().requeue(key, now_ms() + max);
+                            let max = ports.apps.poll_settings().max_interval.as_millis() as i64;
+                            ports.tracker.requeue(key, now_ms() + max);
                         }
                     }
                     drop(permit);
@@ -137,16 +137,16 @@ enum PollOutcome {
     HeldBack { until_ms: i64 },
 }
 
-async fn poll_task(exporter: Arc<Exporter>, mut task: Task) -> PollOutcome {
-    let config = exporter.config();
+async fn poll_task(ports: Arc<Ports>, mut task: Task) -> PollOutcome {
+    let settings = ports.apps.poll_settings();
     let now = now_ms();
     let bounds = PollBounds {
-        min_interval_ms: config.poll.min_interval.as_millis() as i64,
-        max_interval_ms: config.poll.max_interval.as_millis() as i64,
+        min_interval_ms: settings.min_interval.as_millis() as i64,
+        max_interval_ms: settings.max_interval.as_millis() as i64,
     };
     let expires_at = task
         .created_at_ms
-        .saturating_add(config.poll.task_max_age.as_millis() as i64);
+        .saturating_add(settings.task_max_age.as_millis() as i64);
 
     if now >= expires_at {
         // Outside DingTalk's query window: asking again would only spend calls.
@@ -158,7 +158,7 @@ async fn poll_task(exporter: Arc<Exporter>, mut task: Task) -> PollOutcome {
         return PollOutcome::Done(Box::new(task));
     }
 
-    let Some((app, client)) = exporter.client_for(task.key.agent_id) else {
+    let Some(client) = ports.apps.client_for(task.key.agent_id) else {
         tracing::warn!(
             agent_id = task.key.agent_id,
             task_id = task.key.task_id,
@@ -177,16 +177,7 @@ async fn poll_task(exporter: Arc<Exporter>, mut task: Task) -> PollOutcome {
         }
     };
     match outcome {
-        Ok(()) => {
-            if task.last_errcode == Some(0) {
-                exporter
-                    .telemetry()
-                    .last_poll_success
-                    .with_label_values(&[app.as_str()])
-                    .set(ms_to_seconds(now_ms()));
-            }
-            PollOutcome::Done(Box::new(task))
-        }
+        Ok(()) => PollOutcome::Done(Box::new(task)),
         Err(until_ms) => PollOutcome::HeldBack { until_ms },
     }
 }
@@ -218,7 +209,7 @@ pub fn record_progress_answer(
     bounds: PollBounds,
     expires_at: i64,
 ) -> Result<(), i64> {
-    let mut memory = PollMemory::from_json(&task.schedule);
+    let mut memory = task.poll_memory;
     if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
         task.metered_calls += 1;
     }
@@ -276,7 +267,7 @@ pub fn record_progress_answer(
             Some(policy::retry_interval(&mut memory, bounds, floor))
         }
     };
-    task.schedule = memory.to_json();
+    task.poll_memory = memory;
     task.next_poll_at_ms = match (task.state, next_gap) {
         // A finished task's recipients are asked for once, right away.
         (TaskState::Completed, _) => (task.result_fetch == ResultFetch::Pending).then_some(now),
@@ -300,7 +291,7 @@ async fn fetch_result(
     if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
         task.metered_calls += 1;
     }
-    let mut memory = PollMemory::from_json(&task.schedule);
+    let mut memory = task.poll_memory;
     task.next_poll_at_ms = None;
     match answer {
         Ok(counts) => {
@@ -335,6 +326,6 @@ async fn fetch_result(
             }
         }
     }
-    task.schedule = memory.to_json();
+    task.poll_memory = memory;
     Ok(())
 }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use clap::{Args, FromArgMatches};
 
-use super::Simulator;
-use super::config::{Behaviour, ExpiryStyle, SimApp, SimConfig};
-use super::faults::{FaultConfig, FaultKind};
 use crate::duration::PromDuration;
+use crate::simulator::{
+    Behaviour, ExpiryStyle, FaultConfig, FaultKind, SimApp, SimConfig, Simulator,
+};
 
 /// Flags of the `simulate` subcommand.
 #[derive(Args, Clone, Debug)]

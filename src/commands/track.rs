@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::TrackArgs;
+use super::cli::TrackArgs;
 use crate::secret::Secret;
 
 /// How long the whole exchange with the exporter may take.

@@ -12,10 +12,10 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::cli::DemoArgs;
+use super::cli::DemoArgs;
+use crate::assembly;
 use crate::clock::now_ms;
 use crate::config::{self, DemoTarget};
-use crate::runtime;
 use crate::secret::Secret;
 use crate::simulator::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, FaultConfig, FaultKind, SimConfig,
@@ -54,15 +54,16 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         app_secret: Secret::new(DEMO_APP_SECRET),
         scratch_storage_path: scratch.path().join("demo.db"),
     };
-    let config = config::load_demo(&args, target.clone()).map_err(|err| err.to_string())?;
+    let config =
+        config::load_demo(&args.settings, target.clone()).map_err(|err| err.to_string())?;
     // Another subscriber may already be installed (tests run the demo in-process).
     let _ = crate::logging::init(config.log);
 
-    let reload_args = args.clone();
+    let reload_settings = args.settings.clone();
     let source = Box::new(move || {
-        config::load_demo(&reload_args, target.clone()).map_err(|err| err.to_string())
+        config::load_demo(&reload_settings, target.clone()).map_err(|err| err.to_string())
     });
-    let running = runtime::start(config, source).await?;
+    let running = assembly::start(config, source).await?;
 
     let host = match running.address.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
@@ -86,7 +87,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         args.task_interval.0,
     ));
 
-    runtime::termination().await;
+    assembly::termination().await;
     feeder.abort();
     running.stop().await;
     drop(scratch);

@@ -20,48 +20,13 @@
 //! The policy is a pure function of the task's history and the current time, so the same
 //! code runs in the exporter and in the call-economy benchmark's virtual time.
 
-use serde::{Deserialize, Serialize};
-
-use super::task::SendStatus;
+use crate::tracker::{PollMemory, SendStatus};
 
 /// The bounds the policy works within.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PollBounds {
     pub min_interval_ms: i64,
     pub max_interval_ms: i64,
-}
-
-/// What the policy remembers about a task between polls (stored with the task).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PollMemory {
-    /// A moment when the task's progress was known, and that progress: the last answer
-    /// that said "not started" (progress 0), then the first answer that showed it running.
-    /// The rate of progress is measured from here; with no answer yet, the registration
-    /// time with progress 0 serves.
-    pub anchor_ms: Option<i64>,
-    pub anchor_ratio: f64,
-    /// Whether the anchor is a sighting of the task running (it then stays put, so the
-    /// rate is averaged over the whole run rather than over the last, noisy gap).
-    #[serde(default)]
-    pub anchored_running: bool,
-    /// Failed `getsendresult` attempts of a finished task.
-    #[serde(default)]
-    pub result_attempts: u32,
-    /// The gap chosen after the previous answer, the base of the back-off while nothing
-    /// changes.
-    pub last_interval_ms: i64,
-}
-
-impl PollMemory {
-    /// Reads the memory from a task's opaque `schedule` field; anything unreadable starts
-    /// afresh rather than failing the task.
-    pub fn from_json(value: &serde_json::Value) -> PollMemory {
-        serde_json::from_value(value.clone()).unwrap_or_default()
-    }
-
-    pub fn to_json(self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// One answer of `getsendprogress` as the policy sees it.

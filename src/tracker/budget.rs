@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use super::store::{StoreError, TaskStore};
 use crate::clock::{quota_month, quota_month_end_ms};
 use crate::dingtalk::{ApiFailure, CallGate, Deferral};
-use crate::metrics::Telemetry;
+use crate::telemetry::Telemetry;
 
 /// The store key under which the 90020 stop is kept across restarts.
 const QUOTA_EXHAUSTED_KEY: &str = "quota_exhausted";
@@ -263,7 +263,7 @@ impl MonthlyCallGate {
                 }
             },
         };
-        telemetry.month_calls.set(gauge_value(calls));
+        telemetry.record_month_calls(calls);
         Ok(MonthlyCallGate {
             store,
             telemetry,
@@ -564,7 +564,7 @@ impl MonthlyCallGate {
             Ok(total) => {
                 let total = *total;
                 ledger.calls = Some(total);
-                self.telemetry.month_calls.set(gauge_value(total));
+                self.telemetry.record_month_calls(total);
                 let budget = ledger.budget;
                 if budget > 0 && total >= budget && total - batch.calls < budget {
                     tracing::info!(
@@ -598,9 +598,7 @@ impl MonthlyCallGate {
         ledger.bucket = Bucket::full();
         self.stop_holding_back(ledger, now_ms, "a new quota month began");
         let calls = self.known_calls(ledger, now_ms);
-        self.telemetry
-            .month_calls
-            .set(gauge_value(calls.unwrap_or(0)));
+        self.telemetry.record_month_calls(calls.unwrap_or(0));
     }
 
     /// The ledger's count, read from the store when unknown.
@@ -609,7 +607,7 @@ impl MonthlyCallGate {
             match self.store.month_calls(&ledger.month) {
                 Ok(calls) => {
                     ledger.calls = Some(calls);
-                    self.telemetry.month_calls.set(gauge_value(calls));
+                    self.telemetry.record_month_calls(calls);
                 }
                 Err(err) => self.warn_store_failure(ledger, now_ms, &err),
             }
@@ -698,10 +696,6 @@ fn whole_calls(tokens: f64) -> u64 {
 }
 
 /// A count on an `IntGauge`, saturating where `i64` ends.
-fn gauge_value(calls: u64) -> i64 {
-    i64::try_from(calls).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

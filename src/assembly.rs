@@ -1,0 +1,539 @@
+//! The one place that builds the running exporter and owns its reload.
+//!
+//! [`start`] opens the store, the budget ledger and the tracker, builds a DingTalk client
+//! per app, and starts the poller and the HTTP server, handing each only the ports it needs
+//! ([`poller::AppDirectory`], [`http::ExporterPort`]), both implemented here by
+//! [`Exporter`]. [`Exporter::reload`] reads top to bottom: build the new configuration,
+//! validate it (every app's client must build), swap it in, and track the static tasks it
+//! lists. [`Running::stop`] stops cleanly: the server stops accepting, requests and polls in
+//! flight finish, their results are saved, and only then does the process exit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::{ms_to_seconds, now_ms};
+use crate::config::flags::listen_address;
+use crate::config::{AppConfig, Config, DingTalkSettings, PollSettings};
+use crate::dingtalk::{Api, CallGate, DeliveryApi, DingTalkClient};
+use crate::http::{ExporterPort, ServerLimits, WebConfigWatch};
+use crate::poller::{self, AppDirectory};
+use crate::telemetry::Telemetry;
+use crate::tracker::budget::MonthlyCallGate;
+use crate::tracker::sqlite::SqliteStore;
+use crate::tracker::{NewTask, TaskKey, TaskStore, Tracker};
+
+/// Re-reads the configuration (the config file and the flags it was started with) and
+/// validates it; errors are worded for the operator.
+pub type ConfigSource = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Builds the DingTalk client of an app. The exporter uses the real HTTP client; tests can
+/// put a fake behind the same seam.
+pub type ClientFactory =
+    Box<dyn Fn(&AppConfig, &Config) -> Result<Arc<dyn DeliveryApi>, String> + Send + Sync>;
+
+/// What a client is built from: when none of it changes on reload, the client (with its
+/// cached token and its rate limiter's history) is kept.
+#[derive(Clone, PartialEq)]
+struct ClientSettings {
+    app: AppConfig,
+    dingtalk: DingTalkSettings,
+    ip_ban_cap: std::time::Duration,
+}
+
+impl ClientSettings {
+    fn of(app: &AppConfig, config: &Config) -> ClientSettings {
+        ClientSettings {
+            app: app.clone(),
+            dingtalk: config.dingtalk.clone(),
+            ip_ban_cap: config.poll.max_interval,
+        }
+    }
+}
+
+/// The apps of a configuration with their clients, by app name.
+type AppClients = HashMap<String, (ClientSettings, Arc<dyn DeliveryApi>)>;
+
+/// The running exporter: its live configuration, the tracked tasks, the DingTalk clients of
+/// its apps and its telemetry, shared by the poller and the HTTP server.
+pub struct Exporter {
+    config: RwLock<Arc<Config>>,
+    apps: RwLock<Arc<AppClients>>,
+    tracker: Arc<Tracker>,
+    telemetry: Arc<Telemetry>,
+    /// The monthly budget ledger, whose budget a reload may change.
+    budget: Arc<MonthlyCallGate>,
+    source: ConfigSource,
+    client_factory: ClientFactory,
+    ready: AtomicBool,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+}
+
+impl Exporter {
+    /// Starts from a validated config, building a client for each of its apps.
+    pub fn new(
+        config: Config,
+        tracker: Arc<Tracker>,
+        telemetry: Arc<Telemetry>,
+        budget: Arc<MonthlyCallGate>,
+        source: ConfigSource,
+        client_factory: ClientFactory,
+    ) -> Result<Exporter, String> {
+        telemetry.start_api_series(Api::ALL.map(Api::as_str));
+        let apps = build_clients(&config, None, &client_factory)?;
+        telemetry.record_config_load(true, ms_to_seconds(now_ms()));
+        Ok(Exporter {
+            config: RwLock::new(Arc::new(config)),
+            apps: RwLock::new(Arc::new(apps)),
+            tracker,
+            telemetry,
+            budget,
+            source,
+            client_factory,
+            ready: AtomicBool::new(true),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        read(&self.config)
+    }
+
+    pub fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Marks the exporter ready or not (for `/-/ready`), e.g. not while it shuts down.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Re-reads and validates the configuration; swaps it in only when it is valid and
+    /// every app's client could be built. Apps whose settings did not change keep their
+    /// client (and its cached token). The outcome is logged here, once.
+    pub async fn reload(&self) -> Result<(), String> {
+        let previous = read(&self.apps);
+        let built = (self.source)().and_then(|config| {
+            let apps = build_clients(&config, Some(&previous), &self.client_factory)?;
+            Ok((config, apps))
+        });
+        let (config, apps) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                self.telemetry
+                    .record_config_load(false, ms_to_seconds(now_ms()));
+                tracing::error!(error = %err, "configuration reload failed; the previous configuration stays in force");
+                return Err(err);
+            }
+        };
+
+        for gone in previous.keys().filter(|name| !apps.contains_key(*name)) {
+            self.telemetry.forget_app(gone);
+        }
+        self.budget.set_budget(config.dingtalk.monthly_call_budget);
+        self.tracker.set_tasks_max(config.poll.tasks_max);
+        let config = Arc::new(config);
+        write(&self.config, config.clone());
+        write(&self.apps, Arc::new(apps));
+        self.telemetry
+            .record_config_load(true, ms_to_seconds(now_ms()));
+        tracing::info!("configuration reloaded");
+        // Static tasks added to the file are tracked now; removing one from the file does
+        // not drop a task that was acknowledged.
+        register_static_tasks(&self.tracker, &config).await
+    }
+}
+
+impl AppDirectory for Exporter {
+    fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>> {
+        let app = self.config().app_for_agent(agent_id)?.name.clone();
+        read(&self.apps).get(&app).map(|(_, client)| client.clone())
+    }
+
+    fn poll_settings(&self) -> PollSettings {
+        self.config().poll.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl ExporterPort for Exporter {
+    fn config(&self) -> Arc<Config> {
+        Exporter::config(self)
+    }
+
+    fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+
+    fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    async fn reload(&self) -> Result<(), String> {
+        Exporter::reload(self).await
+    }
+}
+
+fn build_clients(
+    config: &Config,
+    previous: Option<&AppClients>,
+    factory: &ClientFactory,
+) -> Result<AppClients, String> {
+    let mut clients = HashMap::new();
+    for app in &config.apps {
+        let settings = ClientSettings::of(app, config);
+        let reused = previous
+            .and_then(|previous| previous.get(&app.name))
+            .filter(|(old, _)| *old == settings)
+            .map(|(_, client)| client.clone());
+        let client = match reused {
+            Some(client) => client,
+            None => factory(app, config).map_err(|err| format!("app {:?}: {err}", app.name))?,
+        };
+        clients.insert(app.name.clone(), (settings, client));
+    }
+    Ok(clients)
+}
+
+/// Tracks the config file's static tasks; tasks already tracked keep their state.
+pub async fn register_static_tasks(tracker: &Tracker, config: &Config) -> Result<(), String> {
+    if config.static_tasks.is_empty() {
+        return Ok(());
+    }
+    let batch = config
+        .static_tasks
+        .iter()
+        .map(|task| NewTask {
+            key: TaskKey {
+                agent_id: task.agent_id,
+                task_id: task.task_id,
+            },
+            name: task.name.clone(),
+        })
+        .collect();
+    tracker
+        .register(batch, now_ms())
+        .await
+        .map(|_| ())
+        .map_err(|err| format!("static tasks of the config file: {err}"))
+}
+
+/// A running exporter.
+pub struct Running {
+    pub exporter: Arc<Exporter>,
+    /// Where the HTTP server listens (the port the OS chose, for `:0`).
+    pub address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    poller: JoinHandle<()>,
+}
+
+/// Opens the store, starts the poller and the HTTP server, and reloads on SIGHUP.
+pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
+    let telemetry = Arc::new(Telemetry::new());
+    let store: Arc<dyn TaskStore> =
+        Arc::new(SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?);
+    let budget = Arc::new(
+        MonthlyCallGate::new(
+            store.clone(),
+            config.dingtalk.monthly_call_budget,
+            telemetry.clone(),
+            now_ms(),
+        )
+        .map_err(|err| err.to_string())?,
+    );
+    let tracker =
+        Arc::new(Tracker::open(store, config.poll.tasks_max).map_err(|err| err.to_string())?);
+
+    let client_telemetry = telemetry.clone();
+    let client_gate: Arc<dyn CallGate> = budget.clone();
+    let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
+        let client = DingTalkClient::new(
+            app,
+            &config.dingtalk,
+            config.poll.max_interval,
+            client_telemetry.clone(),
+            client_gate.clone(),
+        )?;
+        Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
+    });
+
+    let web_config = match &config.web.config_file {
+        Some(path) => {
+            let watch = WebConfigWatch::open(path).map_err(|errors| {
+                format!(
+                    "--web.config.file {}:\n{}",
+                    path.display(),
+                    errors.to_string().replace('\n', "\n  ")
+                )
+            })?;
+            tracing::info!(
+                path = %path.display(),
+                web_config = %watch.current().summary(),
+                "web config loaded; it is re-read when it or its certificates change"
+            );
+            Some(Arc::new(watch))
+        }
+        None => None,
+    };
+    let scheme = match web_config.as_ref().and_then(|watch| watch.current().tls()) {
+        Some(_) => "https",
+        None => "http",
+    };
+
+    let address = listen_address(&config.web.listen_address)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", config.web.listen_address))?;
+    let address = listener
+        .local_addr()
+        .map_err(|err| format!("cannot read the listening address: {err}"))?;
+
+    let exporter = Arc::new(Exporter::new(
+        config.clone(),
+        tracker.clone(),
+        telemetry.clone(),
+        budget,
+        source,
+        factory,
+    )?);
+    register_static_tasks(&tracker, &config).await?;
+
+    let (shutdown, stopping) = watch::channel(false);
+    let poller = tokio::spawn(poller::run(
+        Arc::new(poller::Ports {
+            tracker,
+            apps: exporter.clone(),
+            telemetry,
+        }),
+        stopping.clone(),
+    ));
+    let mut server_stopping = stopping;
+    let server = tokio::spawn(crate::http::serve_with_web_config(
+        listener,
+        exporter.clone(),
+        ServerLimits::default(),
+        web_config,
+        async move {
+            let _ = server_stopping.wait_for(|stop| *stop).await;
+        },
+    ));
+    reload_on_sighup(exporter.clone());
+    tracing::info!(address = %address, scheme, "dingtalk-exporter listening");
+    Ok(Running {
+        exporter,
+        address,
+        shutdown,
+        server,
+        poller,
+    })
+}
+
+impl Running {
+    /// Stops serving and polling, waits for requests and polls in flight to finish and be
+    /// saved.
+    pub async fn stop(self) {
+        self.exporter.set_ready(false);
+        let _ = self.shutdown.send(true);
+        match self.server.await {
+            Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        if let Err(err) = self.poller.await {
+            tracing::warn!(error = %err, "poller task failed");
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reloads the configuration on every SIGHUP, until the process stops.
+///
+/// The handler is in place when this returns: [`start`] calls it before saying it listens,
+/// so a SIGHUP sent as soon as the exporter is up (by a script, or systemd's `ExecReload`)
+/// reloads instead of killing the process, which is SIGHUP's default.
+fn reload_on_sighup(exporter: Arc<Exporter>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // The outcome is logged and published by reload itself.
+                let _ = exporter.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = exporter;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{LogFormat, LogLevel, LogSettings, PollSettings, WebSettings};
+    use crate::dingtalk::{ApiFailure, RecipientCounts, SendProgress};
+    use crate::secret::Secret;
+
+    /// Never asked to call out: these tests only build clients.
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl DeliveryApi for Idle {
+        async fn send_progress(&self, _: i64, _: i64) -> Result<SendProgress, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+        async fn send_result(&self, _: i64, _: i64) -> Result<RecipientCounts, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+    }
+
+    fn config(max_qps: u32) -> Config {
+        Config {
+            web: WebSettings {
+                listen_address: "127.0.0.1:0".to_string(),
+                telemetry_path: "/metrics".to_string(),
+                config_file: None,
+                api_token: None,
+            },
+            storage_path: "unused.db".into(),
+            dingtalk: DingTalkSettings {
+                max_qps,
+                monthly_call_budget: 0,
+                timeout: Duration::from_secs(10),
+            },
+            poll: PollSettings {
+                min_interval: Duration::from_secs(5),
+                max_interval: Duration::from_secs(300),
+                task_max_age: Duration::from_secs(86_400),
+                task_retention: Duration::from_secs(3_600),
+                tasks_max: 10,
+            },
+            apps: vec![AppConfig {
+                name: "hr".to_string(),
+                agent_id: Some(7),
+                app_key: "key".to_string(),
+                app_secret: Secret::new("secret"),
+                api_url: "http://127.0.0.1:9".to_string(),
+            }],
+            static_tasks: Vec::new(),
+            log: LogSettings {
+                level: LogLevel::Info,
+                format: LogFormat::Logfmt,
+            },
+            config_file: None,
+        }
+    }
+
+    /// Reloading an unchanged app keeps its client (and so its cached token); changing the
+    /// app's settings builds a new one; a broken config changes nothing and says so.
+    #[tokio::test]
+    async fn reload_keeps_clients_of_unchanged_apps() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn TaskStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let tracker = Arc::new(Tracker::open(store.clone(), 10).unwrap());
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = built.clone();
+        let factory: ClientFactory = Box::new(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(Idle) as Arc<dyn DeliveryApi>)
+        });
+        let next: Arc<Mutex<Result<Config, String>>> = Arc::new(Mutex::new(Ok(config(10))));
+        let source_next = next.clone();
+        let source: ConfigSource = Box::new(move || source_next.lock().unwrap().clone());
+        let telemetry = Arc::new(Telemetry::new());
+        let budget = Arc::new(MonthlyCallGate::new(store, 0, telemetry.clone(), now_ms()).unwrap());
+        let exporter = Exporter::new(
+            config(10),
+            tracker,
+            telemetry.clone(),
+            budget,
+            source,
+            factory,
+        )
+        .unwrap();
+        assert_eq!(built.load(Ordering::SeqCst), 1);
+        assert_eq!(exporter.config().app_label(7), "hr");
+
+        exporter.reload().await.unwrap();
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            1,
+            "unchanged app, same client"
+        );
+
+        *next.lock().unwrap() = Ok(config(5));
+        exporter.reload().await.unwrap();
+        assert_eq!(
+            built.load(Ordering::SeqCst),
+            2,
+            "new rate limit, new client"
+        );
+        assert_eq!(exporter.config().dingtalk.max_qps, 5);
+
+        *next.lock().unwrap() = Err("apps[0].agent_id: not a number".to_string());
+        assert!(exporter.reload().await.is_err());
+        assert_eq!(
+            exporter.config().dingtalk.max_qps,
+            5,
+            "the old config stays"
+        );
+        assert_eq!(
+            telemetry.sample("dingtalk_config_last_reload_successful", &[]),
+            Some(0.0)
+        );
+    }
+}

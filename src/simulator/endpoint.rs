@@ -1,0 +1,128 @@
+//! Which DingTalk API a request is for, and DingTalk's error answers: shared by the
+//! endpoints and the simulator's state, which decides on quotas and tokens.
+
+use serde_json::{Value, json};
+
+const API_PREFIX: &str = "/topapi/message/corpconversation/";
+
+/// The DingTalk APIs the simulator answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    GetToken,
+    GetSendProgress,
+    GetSendResult,
+    AsyncSend,
+    Unknown,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Endpoint {
+        if path == "/gettoken" {
+            return Endpoint::GetToken;
+        }
+        match path.strip_prefix(API_PREFIX) {
+            Some("getsendprogress") => Endpoint::GetSendProgress,
+            Some("getsendresult") => Endpoint::GetSendResult,
+            Some("asyncsend_v2") => Endpoint::AsyncSend,
+            _ => Endpoint::Unknown,
+        }
+    }
+
+    /// Whether calls count toward the monthly quota (token calls are exempt).
+    pub fn is_metered(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GetSendProgress | Endpoint::GetSendResult | Endpoint::AsyncSend
+        )
+    }
+}
+
+/// A DingTalk error answer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ApiError {
+    pub errcode: i64,
+    pub errmsg: String,
+    /// For errcode 88: the real cause and its message.
+    pub sub: Option<(String, String)>,
+}
+
+impl ApiError {
+    fn new(errcode: i64, errmsg: &str) -> Self {
+        ApiError {
+            errcode,
+            errmsg: errmsg.to_string(),
+            sub: None,
+        }
+    }
+
+    /// The topapi gateway's wrapper: errcode 88 carrying the real code as `sub_code`.
+    fn wrapped(sub_code: &str, sub_msg: &str) -> Self {
+        ApiError {
+            errcode: 88,
+            errmsg: format!("ding talk error[subcode={sub_code},submsg={sub_msg}]"),
+            sub: Some((sub_code.to_string(), sub_msg.to_string())),
+        }
+    }
+
+    pub fn unknown_path() -> Self {
+        ApiError::new(22, "不存在的API路径 (no such API)")
+    }
+
+    pub fn bad_credentials() -> Self {
+        ApiError::new(
+            40096,
+            "不合法的appKey或appSecret (invalid appKey or appSecret)",
+        )
+    }
+
+    pub fn blank_token() -> Self {
+        ApiError::wrapped("40000", "access_token为空 (access_token is blank)")
+    }
+
+    pub fn token_expired() -> Self {
+        ApiError::new(42001, "access_token超时 (access_token expired)")
+    }
+
+    pub fn token_invalid() -> Self {
+        ApiError::new(40014, "不合法的access_token (invalid access_token)")
+    }
+
+    pub fn token_invalid_wrapped() -> Self {
+        ApiError::wrapped("40014", "不合法的access_token (invalid access_token)")
+    }
+
+    pub fn invalid_parameter(detail: &str) -> Self {
+        ApiError::new(
+            40035,
+            &format!("不合法的参数 (invalid parameter): {detail}"),
+        )
+    }
+
+    pub fn qps_limited() -> Self {
+        ApiError::new(
+            90018,
+            "当前应用调用该接口超过每秒限制 (this app exceeded the API's calls per second)",
+        )
+    }
+
+    pub fn quota_exhausted() -> Self {
+        ApiError::new(
+            90020,
+            "企业本月API调用量已超过配额 (the organisation's monthly API quota is used up)",
+        )
+    }
+
+    pub fn busy() -> Self {
+        ApiError::new(-1, "系统繁忙 (system busy)")
+    }
+
+    /// The answer's JSON, without `request_id`.
+    pub fn to_json(&self) -> Value {
+        let mut body = json!({ "errcode": self.errcode, "errmsg": self.errmsg });
+        if let Some((sub_code, sub_msg)) = &self.sub {
+            body["sub_code"] = json!(sub_code);
+            body["sub_msg"] = json!(sub_msg);
+        }
+        body
+    }
+}
