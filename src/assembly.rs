@@ -25,7 +25,7 @@ use crate::poller::{self, AppDirectory};
 use crate::telemetry::Telemetry;
 use crate::tracker::budget::MonthlyCallGate;
 use crate::tracker::sqlite::SqliteStore;
-use crate::tracker::{NewTask, TaskKey, TaskStore, Tracker};
+use crate::tracker::{NewTask, TaskKey, TaskSource, TaskStore, Tracker};
 
 /// Re-reads the configuration (the config file and the flags it was started with) and
 /// validates it; errors are worded for the operator.
@@ -232,6 +232,8 @@ pub async fn register_static_tasks(tracker: &Tracker, config: &Config) -> Result
                 task_id: task.task_id,
             },
             name: task.name.clone(),
+            recipients: None,
+            source: TaskSource::Config,
         })
         .collect();
     tracker

@@ -20,6 +20,8 @@ fn valid_task() -> impl Strategy<Value = NewTask> {
     (1..=i64::MAX, 1..=i64::MAX, valid_name()).prop_map(|(agent_id, task_id, name)| NewTask {
         key: TaskKey { agent_id, task_id },
         name,
+        recipients: None,
+        source: dingtalk_exporter::tracker::TaskSource::Api,
     })
 }
 

@@ -125,6 +125,8 @@ async fn landing_page_lists_tasks_escaped() {
                     task_id: 22,
                 },
                 name: hostile.to_string(),
+                recipients: None,
+                source: dingtalk_exporter::tracker::TaskSource::Api,
             }],
             now_ms(),
         )
@@ -165,6 +167,8 @@ async fn landing_page_caps_its_rows() {
                 task_id,
             },
             name: format!("task-{task_id}"),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
         };
         exporter
             .tracker()

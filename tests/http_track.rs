@@ -14,6 +14,7 @@ fn args(server: &TestServer, token_file: Option<std::path::PathBuf>) -> TrackArg
         agent_id: 2839445214,
         task_id: 256271667526,
         name: Some("payroll May".to_string()),
+        recipients: Some(1200),
         api_token_file: token_file,
     }
 }
@@ -32,9 +33,12 @@ async fn track_registers_a_task() {
         summary,
         "now tracking task 256271667526 of agent 2839445214 (\"payroll May\"): state active"
     );
+    let tracked = server.exporter.tracker().get(KEY).unwrap();
+    assert_eq!(tracked.name, "payroll May");
     assert_eq!(
-        server.exporter.tracker().get(KEY).unwrap().name,
-        "payroll May"
+        tracked.recipients_expected,
+        Some(1200),
+        "--recipients reaches the registration"
     );
     let again = track::run(&args(&server, None)).await.unwrap();
     assert!(
@@ -81,6 +85,7 @@ async fn track_reports_an_unreachable_exporter() {
         agent_id: 1,
         task_id: 2,
         name: None,
+        recipients: None,
         api_token_file: None,
     };
     let error = track::run(&args).await.unwrap_err();

@@ -135,6 +135,8 @@ async fn unpolled_task_shows_only_known_series() {
             vec![NewTask {
                 key: KEY,
                 name: String::new(),
+                recipients: None,
+                source: dingtalk_exporter::tracker::TaskSource::Api,
             }],
             now,
         )
@@ -220,6 +222,8 @@ async fn hostile_names_are_escaped() {
                 task_id: index as i64 + 1,
             },
             name: name.to_string(),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
         })
         .collect();
     server
@@ -259,6 +263,8 @@ async fn retention_removes_finished_task_series() {
             vec![NewTask {
                 key: KEY,
                 name: "done".to_string(),
+                recipients: None,
+                source: dingtalk_exporter::tracker::TaskSource::Api,
             }],
             ended - 60_000,
         )
@@ -311,6 +317,8 @@ async fn promtool_check_metrics_passes() {
                 task_id: index as i64 + 1,
             },
             name: name.to_string(),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
         })
         .collect();
     tracker.register(batch, now).await.unwrap();
@@ -348,6 +356,8 @@ async fn renders_one_hundred_thousand_tasks() {
                 task_id,
             },
             name: format!("notice {task_id}"),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
         })
         .collect();
     exporter.tracker().register(batch, now).await.unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{
-    PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState, TaskStore,
+    PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState, TaskStore,
 };
 
 fn scratch_file() -> (tempfile::TempDir, PathBuf) {
@@ -30,6 +30,8 @@ fn finished_task() -> Task {
     Task {
         key: key(i64::MAX, 256_271_667_526),
         name: "payroll \"May\" \\ 工资通知\nline two".to_string(),
+        source: TaskSource::Send,
+        recipients_expected: Some(u64::try_from(i64::MAX).unwrap()),
         state: TaskState::Completed,
         status: Some(SendStatus::Completed),
         progress_ratio: Some(0.1 + 0.2),
@@ -63,6 +65,8 @@ fn refused_task() -> Task {
     Task {
         key: key(1, 1),
         name: String::new(),
+        source: TaskSource::Proxy,
+        recipients_expected: Some(1),
         state: TaskState::Invalid,
         status: Some(SendStatus::InProgress),
         progress_ratio: Some(0.0),

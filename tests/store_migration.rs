@@ -4,7 +4,7 @@
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::tracker::sqlite::{SCHEMA_VERSION, SqliteStore};
 use dingtalk_exporter::tracker::{
-    PollMemory, ResultFetch, SendStatus, TaskKey, TaskState, TaskStore,
+    PollMemory, ResultFetch, SendStatus, TaskKey, TaskSource, TaskState, TaskStore,
 };
 use rusqlite::Connection;
 
@@ -99,6 +99,12 @@ fn a_release_0_1_0_store_opens_and_migrates() {
     assert_eq!(running.progress_ratio, Some(0.4));
     assert_eq!(running.next_poll_at_ms, Some(91_000));
     assert_eq!(running.metered_calls, 3);
+    assert_eq!(
+        running.source,
+        TaskSource::Api,
+        "0.1.0 did not tell sources apart"
+    );
+    assert_eq!(running.recipients_expected, None);
     assert_eq!(
         running.poll_memory,
         PollMemory {

@@ -76,6 +76,10 @@ pub struct TrackArgs {
     /// A name for people, shown on the dashboard (`dingtalk_task_info{name}`).
     #[arg(long)]
     pub name: Option<String>,
+    /// How many people the message was sent to; the exporter predicts from it when the
+    /// delivery ends and asks DingTalk then.
+    #[arg(long, value_name = "COUNT")]
+    pub recipients: Option<u64>,
     /// File holding the bearer token the exporter's `--web.api-token-file` requires.
     #[arg(
         long = "web.api-token-file",

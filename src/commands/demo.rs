@@ -21,7 +21,7 @@ use crate::simulator::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, FaultConfig, FaultKind, SimConfig,
     Simulator, Timeline,
 };
-use crate::tracker::{NewTask, TaskKey, Tracker};
+use crate::tracker::{NewTask, TaskKey, TaskSource, Tracker};
 
 /// Share of the simulator's answers that are faults during the demo.
 const DEMO_FAULT_PROBABILITY: f64 = 0.02;
@@ -200,10 +200,16 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
         };
         let mut batch = Vec::new();
         for kind in kinds {
-            let task_id = match sample(kind, round == 0, &mut rng) {
-                Some(timeline) => simulator.add_task(DEMO_AGENT_ID, timeline),
+            let (task_id, recipients) = match sample(kind, round == 0, &mut rng) {
+                Some(timeline) => {
+                    let recipients = u64::from(timeline.recipients);
+                    (
+                        simulator.add_task(DEMO_AGENT_ID, timeline),
+                        Some(recipients),
+                    )
+                }
                 // An id DingTalk never issued: the exporter will be told 40035.
-                None => rng.random_range(9_000_000_000..9_999_999_999),
+                None => (rng.random_range(9_000_000_000..9_999_999_999), None),
             };
             let name = format!(
                 "{} notice #{}",
@@ -216,6 +222,8 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
                     task_id,
                 },
                 name,
+                recipients,
+                source: TaskSource::Api,
             });
         }
         if let Err(err) = tracker.register(batch, now_ms()).await {

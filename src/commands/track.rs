@@ -50,6 +50,9 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
     if let Some(name) = &args.name {
         body["name"] = serde_json::Value::String(name.clone());
     }
+    if let Some(recipients) = args.recipients {
+        body["recipients"] = serde_json::Value::from(recipients);
+    }
 
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)

@@ -4,7 +4,9 @@
 //! The rules come from the interface contract: a single object or an array of them;
 //! `agent_id` and `task_id` are integers from 1 to 2^63-1, as JSON numbers or decimal
 //! strings; `name` is optional, at most [`MAX_NAME_CHARS`] characters and free of control
-//! characters. Any invalid item refuses the whole batch, and every refusal says which item and
+//! characters; `recipients` is optional, an integer from 1 to [`MAX_RECIPIENTS`]; `source`
+//! is optional, `api` (the default) or `send` (what `dingtalk-exporter send` says). Any
+//! invalid item refuses the whole batch, and every refusal says which item and
 //! which field is wrong and what would be accepted.
 
 use std::collections::HashMap;
@@ -12,13 +14,20 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::tracker::{NewTask, TaskKey};
+use crate::tracker::{NewTask, TaskKey, TaskSource};
 
 /// The longest task name accepted, in characters (Unicode scalar values).
 pub const MAX_NAME_CHARS: usize = 256;
 
 /// The fields a registration may carry.
-const FIELDS: [&str; 3] = ["agent_id", "task_id", "name"];
+const FIELDS: [&str; 5] = ["agent_id", "task_id", "name", "recipients", "source"];
+
+/// The most recipients a registration may announce: far more than any organisation has,
+/// few enough that an estimate built on it stays finite.
+pub const MAX_RECIPIENTS: u64 = 100_000_000;
+
+/// The sources a client may name; `config` and `proxy` are the exporter's own.
+const CLIENT_SOURCES: [TaskSource; 2] = [TaskSource::Api, TaskSource::Send];
 
 const EXAMPLE: &str = r#"{"agent_id":1,"task_id":2,"name":"optional"}"#;
 
@@ -137,17 +146,65 @@ fn parse_item(
         .find(|field| !FIELDS.contains(&field.as_str()))
     {
         return Err(RegistrationError(format!(
-            "{position}: unknown field {}; a task has the fields agent_id, task_id and name",
+            "{position}: unknown field {}; a task has the fields agent_id, task_id, name, recipients and source",
             quoted(unknown)
         )));
     }
     let agent_id = parse_id(fields, "agent_id", position)?;
     let task_id = parse_id(fields, "task_id", position)?;
     let name = parse_name(fields.get("name"), position)?;
+    let recipients = parse_recipients(fields.get("recipients"), position)?;
+    let source = parse_source(fields.get("source"), position)?;
     Ok(NewTask {
         key: TaskKey { agent_id, task_id },
         name,
+        recipients,
+        source,
     })
+}
+
+fn parse_recipients(
+    value: Option<&Value>,
+    position: &Position,
+) -> Result<Option<u64>, RegistrationError> {
+    let refuse = |got: &Value| {
+        RegistrationError(format!(
+            "{position}: recipients must be the number of people the message was sent to, an integer from 1 to {MAX_RECIPIENTS} (or left out); got {}",
+            describe(got)
+        ))
+    };
+    let count = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value @ Value::Number(number)) => number.as_u64().ok_or_else(|| refuse(value))?,
+        Some(value @ Value::String(text)) => parse_decimal_id(text)
+            .and_then(|count| u64::try_from(count).ok())
+            .ok_or_else(|| refuse(value))?,
+        Some(other) => return Err(refuse(other)),
+    };
+    if (1..=MAX_RECIPIENTS).contains(&count) {
+        Ok(Some(count))
+    } else {
+        Err(refuse(value.expect("a value was read")))
+    }
+}
+
+fn parse_source(
+    value: Option<&Value>,
+    position: &Position,
+) -> Result<TaskSource, RegistrationError> {
+    let refuse = |got: &Value| {
+        RegistrationError(format!(
+            "{position}: source must be \"api\" or \"send\" (or left out); got {}",
+            describe(got)
+        ))
+    };
+    match value {
+        None | Some(Value::Null) => Ok(TaskSource::Api),
+        Some(value @ Value::String(text)) => TaskSource::parse(text)
+            .filter(|source| CLIENT_SOURCES.contains(source))
+            .ok_or_else(|| refuse(value)),
+        Some(other) => Err(refuse(other)),
+    }
 }
 
 fn parse_id(
@@ -250,6 +307,38 @@ mod tests {
         NewTask {
             key: TaskKey { agent_id, task_id },
             name: name.to_string(),
+            recipients: None,
+            source: TaskSource::Api,
+        }
+    }
+
+    /// A registration may say how many people the message went to and that `send` made
+    /// it; anything else in those fields is refused with the accepted range.
+    #[test]
+    fn recipients_and_source_are_read_and_checked() {
+        let parsed = parse_registrations(
+            br#"{"agent_id":1,"task_id":2,"recipients":"5000","source":"send"}"#,
+        )
+        .unwrap()
+        .into_tasks();
+        assert_eq!(parsed[0].recipients, Some(5000));
+        assert_eq!(parsed[0].source, TaskSource::Send);
+        let plain = parse_registrations(br#"{"agent_id":1,"task_id":2,"recipients":1}"#)
+            .unwrap()
+            .into_tasks();
+        assert_eq!(
+            (plain[0].recipients, plain[0].source),
+            (Some(1), TaskSource::Api)
+        );
+        for bad in ["0", "-3", "1.5", "\"many\"", "100000001", "true"] {
+            let body = format!(r#"{{"agent_id":1,"task_id":2,"recipients":{bad}}}"#);
+            let err = refusal(&body);
+            assert!(err.contains("recipients must be"), "{bad}: {err}");
+        }
+        for bad in ["\"proxy\"", "\"config\"", "\"API\"", "1"] {
+            let body = format!(r#"{{"agent_id":1,"task_id":2,"source":{bad}}}"#);
+            let err = refusal(&body);
+            assert!(err.contains("source must be"), "{bad}: {err}");
         }
     }
 

@@ -19,6 +19,10 @@ pub struct TaskJson<'a> {
     pub name: &'a str,
     /// The app whose credentials poll the task (the `app` label).
     pub app: &'a str,
+    /// Who registered it: `api`, `config`, `proxy` or `send`.
+    pub source: &'static str,
+    /// How many people it was sent to, when the registration said; null otherwise.
+    pub recipients_expected: Option<u64>,
     /// `active`, `completed`, `invalid` or `expired`.
     pub state: &'static str,
     /// `not_started`, `in_progress`, `completed`, or null before DingTalk's first answer.
@@ -60,6 +64,8 @@ impl<'a> TaskJson<'a> {
             task_id: task.key.task_id,
             name: &task.name,
             app,
+            source: task.source.as_str(),
+            recipients_expected: task.recipients_expected,
             state: task.state.as_str(),
             status: task.status.map(|status| status.as_str()),
             progress_ratio: task.progress_ratio,
@@ -89,7 +95,7 @@ pub fn rfc3339(ms: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracker::{SendStatus, TaskKey, TaskState};
+    use crate::tracker::{SendStatus, TaskKey, TaskSource, TaskState};
 
     /// A polled task answers with every documented field, times in RFC 3339 UTC.
     #[test]
@@ -109,6 +115,8 @@ mod tests {
         task.last_errcode = Some(0);
         task.next_poll_at_ms = None;
         task.result_fetch = ResultFetch::Refused { errcode: 40035 };
+        task.source = TaskSource::Send;
+        task.recipients_expected = Some(250);
         let json = serde_json::to_value(TaskJson::new(&task, "hr")).unwrap();
         assert_eq!(
             json,
@@ -117,6 +125,8 @@ mod tests {
                 "task_id": 256271667526i64,
                 "name": "payroll",
                 "app": "hr",
+                "source": "send",
+                "recipients_expected": 250,
                 "state": "completed",
                 "status": "completed",
                 "progress_ratio": 1.0,

@@ -9,4 +9,4 @@ pub mod task;
 
 pub use registry::{NewTask, RegisterError, Tracker};
 pub use store::{StoreError, TaskStore};
-pub use task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState};
+pub use task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};

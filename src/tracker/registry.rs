@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use super::store::{StoreError, TaskStore};
-use super::task::{Task, TaskKey};
+use super::task::{Task, TaskKey, TaskSource};
 
 /// A registration as the API, the `track` command or the config file asks for it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTask {
     pub key: TaskKey,
     pub name: String,
+    /// How many people it was sent to, when known.
+    pub recipients: Option<u64>,
+    pub source: TaskSource,
 }
 
 /// Why a registration was refused. Nothing of a refused batch is registered.
@@ -161,7 +164,12 @@ impl Tracker {
         }
         let fresh: Vec<Task> = batch
             .iter()
-            .map(|item| Task::registered(item.key, item.name.clone(), now_ms))
+            .map(|item| {
+                let mut task = Task::registered(item.key, item.name.clone(), now_ms);
+                task.recipients_expected = item.recipients;
+                task.source = item.source;
+                task
+            })
             .collect();
         let to_insert = fresh.clone();
         let created = self

@@ -16,6 +16,8 @@
 //!   `result_errcode`;
 //! - the recipient counts are five nullable columns (`recipients_read`, ...): all `NULL`
 //!   before `getsendresult` answered, all set after, so they can be queried one by one;
+//! - `source` is the word of [`TaskSource`]; `recipients_expected` is `NULL` when the
+//!   registration did not say;
 //! - the poller's memory ([`PollMemory`]) is five `poll_*` columns; `anchored_running` is
 //!   0 or 1 in a `BIGINT`, as both databases read it alike. (Schema version 1 kept it as
 //!   JSON text in `schedule`; version 2 moves it into the columns.)
@@ -28,7 +30,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::store::{StoreError, TaskStore};
-use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskState};
+use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};
 use crate::dingtalk::RecipientCounts;
 
 /// How long a statement waits for another connection's lock (a backup tool, the `sqlite3`
@@ -95,6 +97,8 @@ const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    // Who registered a task and for how many recipients (tasks of 0.1.0 came through the
+    // API or the config file, which it did not tell apart: they read as `api`).
     // The poller's memory leaves its JSON text (about 760 of a task's ~1,190 bytes at rest,
     // and parsed for every task at start) for columns of its own. Whatever the text held
     // that is not of the expected type starts afresh, as the JSON reader of version 1 did.
@@ -124,6 +128,8 @@ const MIGRATIONS: &[Migration] = &[
                 WHEN json_type(schedule, '$.last_interval_ms') = 'integer'
                 THEN json_extract(schedule, '$.last_interval_ms') ELSE 0 END;
         ALTER TABLE tasks DROP COLUMN schedule;
+        ALTER TABLE tasks ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
+        ALTER TABLE tasks ADD COLUMN recipients_expected BIGINT;
     ",
     },
 ];
@@ -136,8 +142,9 @@ const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_rat
     created_at_ms, last_poll_at_ms, last_progress_change_at_ms, last_errcode, ended_at_ms, \
     next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
     recipients_forbidden, recipients_invalid, result_fetch, result_errcode, poll_anchor_ms, \
-    poll_anchor_ratio, poll_anchored_running, poll_result_attempts, poll_last_interval_ms";
-const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25";
+    poll_anchor_ratio, poll_anchored_running, poll_result_attempts, poll_last_interval_ms, \
+    source, recipients_expected";
+const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27";
 
 /// Registers a task unless its key is stored already, which it leaves untouched.
 static INSERT_NEW_TASK: LazyLock<String> = LazyLock::new(|| {
@@ -523,6 +530,8 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         Value::Integer(i64::from(memory.anchored_running)),
         Value::Integer(i64::from(memory.result_attempts)),
         Value::Integer(memory.last_interval_ms),
+        Value::Text(task.source.as_str().to_string()),
+        count("recipients_expected", task.recipients_expected)?,
     ])
 }
 
@@ -599,10 +608,16 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         })?,
         last_interval_ms: row.get(24)?,
     };
+    let source_word: String = row.get(25)?;
+    let source = TaskSource::parse(&source_word)
+        .ok_or_else(|| bad(format!("unknown source {source_word:?}")))?;
+    let recipients_expected = count(26, "recipients_expected")?;
 
     Ok(Task {
         key,
         name: row.get(2)?,
+        source,
+        recipients_expected,
         state,
         status,
         progress_ratio: row.get(5)?,

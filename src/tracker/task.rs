@@ -88,6 +88,45 @@ impl SendStatus {
     }
 }
 
+/// Who registered a task (the `source` of a task answer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskSource {
+    /// The task API (`POST /api/v1/tasks`, `dingtalk-exporter track`).
+    #[default]
+    Api,
+    /// The static tasks of the config file.
+    Config,
+    /// The tracking proxy, from a send it relayed.
+    Proxy,
+    /// `dingtalk-exporter send`.
+    Send,
+}
+
+impl TaskSource {
+    pub const ALL: [TaskSource; 4] = [
+        TaskSource::Api,
+        TaskSource::Config,
+        TaskSource::Proxy,
+        TaskSource::Send,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSource::Api => "api",
+            TaskSource::Config => "config",
+            TaskSource::Proxy => "proxy",
+            TaskSource::Send => "send",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskSource> {
+        TaskSource::ALL
+            .into_iter()
+            .find(|source| source.as_str() == text)
+    }
+}
+
 /// What became of the one `getsendresult` call made for a finished task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -108,6 +147,11 @@ pub struct Task {
     pub key: TaskKey,
     /// A label for people (`dingtalk_task_info{name}`); may be empty.
     pub name: String,
+    /// Who registered it.
+    pub source: TaskSource,
+    /// How many people it was sent to, when the registration said (the poller uses it to
+    /// predict when the delivery ends).
+    pub recipients_expected: Option<u64>,
     pub state: TaskState,
     /// DingTalk's status from the last answer; `None` before the first answer.
     pub status: Option<SendStatus>,
@@ -161,6 +205,8 @@ impl Task {
         Task {
             key,
             name,
+            source: TaskSource::Api,
+            recipients_expected: None,
             state: TaskState::Active,
             status: None,
             progress_ratio: None,
