@@ -24,6 +24,8 @@ use crate::http::{ExporterPort, ServerLimits, WebConfigWatch};
 use crate::poller::{self, AppDirectory};
 use crate::telemetry::Telemetry;
 use crate::tracker::budget::MonthlyCallGate;
+use crate::tracker::leases::{LeaseKey, Leases};
+use crate::tracker::postgres::{PostgresStore, PostgresTarget};
 use crate::tracker::sqlite::SqliteStore;
 use crate::tracker::{NewTask, TaskKey, TaskSource, TaskStore, Tracker};
 
@@ -70,6 +72,8 @@ pub struct Exporter {
     source: ConfigSource,
     client_factory: ClientFactory,
     ready: AtomicBool,
+    /// With a shared database: the leases saying which apps this replica polls.
+    leases: Option<Arc<Leases>>,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -106,7 +110,23 @@ impl Exporter {
             source,
             client_factory,
             ready: AtomicBool::new(true),
+            leases: None,
         })
+    }
+
+    /// Polls only the apps whose lease this replica holds (with a shared database).
+    fn with_leases(mut self, leases: Arc<Leases>) -> Exporter {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// The leases of the apps configured now, which a reload may change.
+    fn wanted_leases(&self) -> Vec<LeaseKey> {
+        self.config()
+            .apps
+            .iter()
+            .map(|app| LeaseKey::app(&app.name))
+            .collect()
     }
 
     /// The configuration in force.
@@ -171,6 +191,17 @@ impl AppDirectory for Exporter {
 
     fn poll_settings(&self) -> PollSettings {
         self.config().poll.clone()
+    }
+
+    fn polls_agent(&self, agent_id: i64) -> bool {
+        let Some(leases) = &self.leases else {
+            return true;
+        };
+        // Tasks of an agent no app serves are never called about, whoever looks at them.
+        match self.config().app_for_agent(agent_id) {
+            Some(app) => leases.owns(&LeaseKey::app(&app.name)),
+            None => true,
+        }
     }
 }
 
@@ -251,13 +282,77 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
+    replication: Option<Replication>,
+}
+
+/// This process's name among replicas sharing a database: the host (the pod's name in
+/// Kubernetes) and the process id, unique among live replicas and short enough for
+/// PostgreSQL's `application_name` (63 bytes).
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_string())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "replica".to_string());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(48)
+        .collect();
+    format!("{host}-{}", std::process::id())
+}
+
+/// The shared database, its leases and the replica's name, when `--storage.url` is set.
+struct Sharing {
+    store: Arc<PostgresStore>,
+    leases: Arc<Leases>,
+    replica: String,
+}
+
+/// Opens the embedded SQLite store, or the shared PostgreSQL database with this replica's
+/// leases.
+async fn open_store(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+) -> Result<(Arc<dyn TaskStore>, Option<Sharing>), String> {
+    let Some(shared) = &config.shared_store else {
+        let store = SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?;
+        return Ok((Arc::new(store), None));
+    };
+    let replica = replica_name();
+    let target = PostgresTarget::new(&shared.url, shared.password.as_ref(), &replica)
+        .map_err(|err| err.to_string())?;
+    let store = tokio::task::spawn_blocking(move || PostgresStore::open(target))
+        .await
+        .map_err(|err| format!("opening the shared database failed: {err}"))?
+        .map_err(|err| err.to_string())?;
+    let store = Arc::new(store);
+    tracing::info!(
+        database = %store.target().shown(),
+        replica = %replica,
+        lease_duration = %crate::duration::PromDuration(shared.lease_duration),
+        "sharing the tasks with other replicas through PostgreSQL; each app is polled by the replica holding its lease"
+    );
+    let leases = Arc::new(Leases::new(
+        &replica,
+        shared.lease_duration,
+        telemetry.clone(),
+    ));
+    Ok((
+        store.clone(),
+        Some(Sharing {
+            store,
+            leases,
+            replica,
+        }),
+    ))
 }
 
 /// Opens the store, starts the poller and the HTTP server, and reloads on SIGHUP.
 pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
     let telemetry = Arc::new(Telemetry::new());
-    let store: Arc<dyn TaskStore> =
-        Arc::new(SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?);
+    let (store, sharing) = open_store(&config, &telemetry).await?;
     let budget = Arc::new(
         MonthlyCallGate::new(
             store.clone(),
@@ -272,14 +367,18 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
 
     let client_telemetry = telemetry.clone();
     let client_gate: Arc<dyn CallGate> = budget.clone();
+    let client_replica = sharing.as_ref().map(|sharing| sharing.replica.clone());
     let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
-        let client = DingTalkClient::new(
+        let mut client = DingTalkClient::new(
             app,
             &config.dingtalk,
             config.poll.max_interval,
             client_telemetry.clone(),
             client_gate.clone(),
         )?;
+        if let Some(replica) = &client_replica {
+            client.identify_replica(replica);
+        }
         Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
     });
 
@@ -314,17 +413,42 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         .local_addr()
         .map_err(|err| format!("cannot read the listening address: {err}"))?;
 
-    let exporter = Arc::new(Exporter::new(
+    let mut exporter = Exporter::new(
         config.clone(),
         tracker.clone(),
         telemetry.clone(),
         budget,
         source,
         factory,
-    )?);
+    )?;
+    if let Some(sharing) = &sharing {
+        exporter = exporter.with_leases(sharing.leases.clone());
+    }
+    let exporter = Arc::new(exporter);
     register_static_tasks(&tracker, &config).await?;
 
     let (shutdown, stopping) = watch::channel(false);
+    let replication = sharing.map(|sharing| {
+        let wanted_from = exporter.clone();
+        let wanted: Arc<dyn Fn() -> Vec<LeaseKey> + Send + Sync> =
+            Arc::new(move || wanted_from.wanted_leases());
+        let keeper = tokio::spawn(sharing.leases.clone().run(
+            sharing.store.pool().clone(),
+            wanted,
+            stopping.clone(),
+        ));
+        let follower = tokio::spawn(crate::tracker::changes::follow(
+            tracker.clone(),
+            sharing.store.target().clone(),
+            sharing.replica.clone(),
+            stopping.clone(),
+        ));
+        Replication {
+            sharing,
+            keeper,
+            follower,
+        }
+    });
     let poller = tokio::spawn(poller::run(
         Arc::new(poller::Ports {
             tracker,
@@ -351,7 +475,15 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         shutdown,
         server,
         poller,
+        replication,
     })
+}
+
+/// The tasks that keep a replica's leases and follow the other replicas' changes.
+struct Replication {
+    sharing: Sharing,
+    keeper: JoinHandle<()>,
+    follower: JoinHandle<()>,
 }
 
 impl Running {
@@ -367,6 +499,16 @@ impl Running {
         }
         if let Err(err) = self.poller.await {
             tracing::warn!(error = %err, "poller task failed");
+        }
+        // Polls have ended: the leases go back now, so another replica takes over at once.
+        if let Some(replication) = self.replication {
+            let _ = replication.keeper.await;
+            let _ = replication.follower.await;
+            replication
+                .sharing
+                .leases
+                .release_all(replication.sharing.store.pool())
+                .await;
         }
     }
 }
@@ -451,6 +593,7 @@ mod tests {
                 api_token: None,
             },
             storage_path: "unused.db".into(),
+            shared_store: None,
             dingtalk: DingTalkSettings {
                 max_qps,
                 monthly_call_budget: 0,

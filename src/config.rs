@@ -111,6 +111,9 @@ const DINGTALK_FREE_QPS: u32 = 20;
 pub struct Config {
     pub web: WebSettings,
     pub storage_path: PathBuf,
+    /// A PostgreSQL database shared by several replicas (`--storage.url`), used instead of
+    /// the SQLite file at `storage_path`.
+    pub shared_store: Option<SharedStoreSettings>,
     pub dingtalk: DingTalkSettings,
     pub poll: PollSettings,
     /// The apps whose credentials poll tasks: those of the config file, then the `default`
@@ -141,6 +144,19 @@ pub struct DingTalkSettings {
     pub monthly_call_budget: u64,
     pub timeout: Duration,
 }
+
+/// The PostgreSQL database several replicas share, and the lease on each app's polling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedStoreSettings {
+    /// `postgres://user@host:5432/db`, without a password (refused in the URL).
+    pub url: String,
+    /// From `--storage.password-file` or `DINGTALK_EXPORTER_STORAGE_PASSWORD`.
+    pub password: Option<Secret>,
+    /// How long a replica owns an app's polling without renewing (`--ha.lease-duration`).
+    pub lease_duration: Duration,
+}
+
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {
@@ -325,6 +341,7 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         },
         monthly_call_budget: args.monthly_call_budget,
         storage_path: args.storage_path.clone(),
+        replicas: None,
         web: &args.web,
         dingtalk: &args.dingtalk,
         poll: &args.poll,

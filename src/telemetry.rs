@@ -37,11 +37,85 @@ pub struct Telemetry {
     poll_lag: Gauge,
     /// `dingtalk_config_last_reload_successful`
     config_reload_successful: IntGauge,
+    /// `dingtalk_ha_owner{app}`, `dingtalk_ha_lease_renewals_total{app}`,
+    /// `dingtalk_ha_lease_losses_total{app}`: only with a shared database, so registered
+    /// with the first lease event.
+    leases: std::sync::OnceLock<LeaseMetrics>,
     /// `dingtalk_config_last_reload_success_timestamp_seconds`
     config_reload_timestamp: Gauge,
 }
 
+/// The lease metrics of a replica sharing a database with others.
+struct LeaseMetrics {
+    owner: IntGaugeVec,
+    renewals: IntCounterVec,
+    losses: IntCounterVec,
+}
+
+impl LeaseMetrics {
+    fn new(registry: &Registry) -> LeaseMetrics {
+        let owner = IntGaugeVec::new(
+            Opts::new(
+                "dingtalk_ha_owner",
+                "1 for each app whose polling this replica owns now under its lease in the shared database, else 0.",
+            ),
+            &["app"],
+        )
+        .expect("valid metric");
+        let renewals = IntCounterVec::new(
+            Opts::new(
+                "dingtalk_ha_lease_renewals_total",
+                "Leases on an app's polling taken or renewed by this replica.",
+            ),
+            &["app"],
+        )
+        .expect("valid metric");
+        let losses = IntCounterVec::new(
+            Opts::new(
+                "dingtalk_ha_lease_losses_total",
+                "Leases on an app's polling this replica lost without handing them back: not renewed in time (the database was unreachable) or taken by another replica.",
+            ),
+            &["app"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(owner.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(renewals.clone()),
+            Box::new(losses.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        LeaseMetrics {
+            owner,
+            renewals,
+            losses,
+        }
+    }
+}
+
 impl Telemetry {
+    fn leases(&self) -> &LeaseMetrics {
+        self.leases.get_or_init(|| LeaseMetrics::new(&self.registry))
+    }
+
+    /// Whether this replica owns `app`'s polling now (`dingtalk_ha_owner`).
+    pub fn record_lease_owner(&self, app: &str, owner: bool) {
+        self.leases()
+            .owner
+            .with_label_values(&[app])
+            .set(i64::from(owner));
+    }
+
+    /// A lease on `app`'s polling was taken or renewed.
+    pub fn record_lease_renewal(&self, app: &str) {
+        self.leases().renewals.with_label_values(&[app]).inc();
+    }
+
+    /// A lease on `app`'s polling was lost.
+    pub fn record_lease_loss(&self, app: &str) {
+        self.leases().losses.with_label_values(&[app]).inc();
+    }
+
     /// Creates and registers every collector, plus the process metrics and build info.
     pub fn new() -> Telemetry {
         let registry = Registry::new();
@@ -176,6 +250,7 @@ impl Telemetry {
             poll_lag,
             config_reload_successful,
             config_reload_timestamp,
+            leases: std::sync::OnceLock::new(),
         }
     }
 
@@ -200,6 +275,11 @@ impl Telemetry {
         let _ = self.last_poll_success.remove_label_values(&[app]);
         let _ = self.token_refreshes.remove_label_values(&[app]);
         let _ = self.token_refresh_failures.remove_label_values(&[app]);
+        if let Some(leases) = self.leases.get() {
+            let _ = leases.owner.remove_label_values(&[app]);
+            let _ = leases.renewals.remove_label_values(&[app]);
+            let _ = leases.losses.remove_label_values(&[app]);
+        }
     }
 
     /// One DingTalk call that went out: its latency, and its error label when it failed

@@ -26,6 +26,8 @@ pub(super) struct FileConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     pub storage: StorageSection,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub ha: HaSection,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub poll: PollSection,
     #[serde(default, deserialize_with = "null_as_default")]
     pub task: TaskSection,
@@ -60,6 +62,13 @@ pub(super) struct DingTalkSection {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct StorageSection {
     pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct HaSection {
+    pub lease_duration: Option<FileDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

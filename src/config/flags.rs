@@ -67,10 +67,60 @@ pub struct ExporterFlags {
     pub storage_path: Option<PathBuf>,
 
     #[command(flatten)]
+    pub replicas: ReplicaFlags,
+
+    #[command(flatten)]
     pub poll: PollFlags,
 
     #[command(flatten)]
     pub log: LogFlags,
+}
+
+/// A PostgreSQL database shared by several exporters instead of the embedded SQLite file.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ReplicaFlags {
+    /// A PostgreSQL database instead of the embedded SQLite store, shared by every replica:
+    /// postgres://user@host:5432/db. The password never goes in the URL: give it with
+    /// --storage.password-file or DINGTALK_EXPORTER_STORAGE_PASSWORD.
+    #[arg(
+        long = "storage.url",
+        env = "DINGTALK_EXPORTER_STORAGE_URL",
+        value_name = "URL",
+        help_heading = "Storage"
+    )]
+    pub url: Option<String>,
+
+    /// File holding the database password, surrounding whitespace trimmed. Alternatively put
+    /// the password itself in the DINGTALK_EXPORTER_STORAGE_PASSWORD environment variable.
+    #[arg(
+        long = "storage.password-file",
+        env = "DINGTALK_EXPORTER_STORAGE_PASSWORD_FILE",
+        value_name = "FILE",
+        help_heading = "Storage"
+    )]
+    pub password_file: Option<PathBuf>,
+
+    /// The password itself, meant to come from DINGTALK_EXPORTER_STORAGE_PASSWORD. Hidden
+    /// from the help: on the command line it would be visible in the process list.
+    #[arg(
+        long = "storage.password",
+        env = "DINGTALK_EXPORTER_STORAGE_PASSWORD",
+        hide = true,
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        value_parser = parse_secret
+    )]
+    pub password: Option<Secret>,
+
+    /// With a shared database: how long a replica owns an app's polling without renewing;
+    /// a dead owner's apps move to another replica within it. [default: 15s]
+    #[arg(
+        long = "ha.lease-duration",
+        env = "DINGTALK_EXPORTER_HA_LEASE_DURATION",
+        value_name = "DURATION",
+        help_heading = "Storage"
+    )]
+    pub lease_duration: Option<PromDuration>,
 }
 
 /// The DingTalk app of the command line, which becomes the app named `default`.

@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::WebConfigCheck;
-use super::flags::{AppFlags, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, WebFlags};
+use super::flags::{
+    AppFlags, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, ReplicaFlags, WebFlags,
+};
 use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 use super::{
-    AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP,
+    AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP, DEFAULT_LEASE_DURATION,
     DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
     DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, StaticTask, WebSettings, file,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, SharedStoreSettings, StaticTask, WebSettings, file,
     rules,
 };
 
@@ -45,6 +47,8 @@ pub(super) struct CommandFlags<'a> {
     pub(super) app: AppSource<'a>,
     pub(super) monthly_call_budget: Option<u64>,
     pub(super) storage_path: Option<PathBuf>,
+    /// The shared database's flags; `None` for commands that always use SQLite (the demo).
+    pub(super) replicas: Option<&'a ReplicaFlags>,
     pub(super) web: &'a WebFlags,
     pub(super) dingtalk: &'a DingTalkFlags,
     pub(super) poll: &'a PollFlags,
@@ -64,6 +68,7 @@ impl<'a> CommandFlags<'a> {
             app: AppSource::Flags(&flags.app),
             monthly_call_budget: flags.monthly_call_budget,
             storage_path: flags.storage_path.clone(),
+            replicas: Some(&flags.replicas),
             web: &flags.web,
             dingtalk: &flags.dingtalk,
             poll: &flags.poll,
@@ -145,6 +150,18 @@ const TIMEOUT: Key = Key {
 const STORAGE_PATH: Key = Key {
     flag: "--storage.path",
     file: "storage.path",
+};
+const STORAGE_URL: Key = Key {
+    flag: "--storage.url",
+    file: "storage.url",
+};
+const STORAGE_PASSWORD_FILE: Key = Key {
+    flag: "--storage.password-file",
+    file: "storage.password_file",
+};
+const LEASE_DURATION: Key = Key {
+    flag: "--ha.lease-duration",
+    file: "ha.lease_duration",
 };
 const MIN_INTERVAL: Key = Key {
     flag: "--poll.min-interval",
@@ -323,6 +340,12 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
     let web = resolver.web(flags.web, file.web, flags.web_config_check);
     let api_url = resolver.api_url(&flags.app, file.dingtalk.api_url.clone());
     let dingtalk = resolver.dingtalk(flags, &file.dingtalk);
+    let shared_store = resolver.shared_store(
+        flags.replicas,
+        file.storage.url,
+        file.storage.password_file,
+        file.ha.lease_duration.map(|d| d.0),
+    );
     let storage_path = resolver.storage_path(flags, file.storage.path);
     let (poll, tasks_max_origin) = resolver.poll(flags.poll, file.poll, file.task, file.tasks_max);
     let log = resolver.log(flags.log, file.log);
@@ -357,6 +380,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
         config: Config {
             web,
             storage_path,
+            shared_store,
             dingtalk,
             poll,
             apps,
@@ -501,6 +525,84 @@ impl Resolver {
         path
     }
 
+    /// The shared PostgreSQL database, when `--storage.url` names one. The password comes
+    /// from a file or the environment, never from the URL, so that it shows neither in the
+    /// process list nor in `--config.check`.
+    fn shared_store(
+        &mut self,
+        flags: Option<&ReplicaFlags>,
+        file_url: Option<String>,
+        file_password_file: Option<PathBuf>,
+        file_lease: Option<PromDuration>,
+    ) -> Option<SharedStoreSettings> {
+        let flags = flags?;
+        let (url, url_origin) = match (&flags.url, file_url) {
+            (Some(url), _) => (Some(url.clone()), Origin::Flag),
+            (None, Some(url)) => (Some(url), Origin::File),
+            (None, None) => (None, Origin::Default),
+        };
+        let url_problem = url.as_deref().and_then(|url| rules::check_storage_url(url).err());
+        self.settings.push(EffectiveSetting {
+            key: STORAGE_URL.file,
+            // A URL with a password in it is refused and never shown.
+            value: match (&url, &url_problem) {
+                (Some(url), None) => url.clone(),
+                (Some(_), Some(_)) => "(refused)".to_string(),
+                (None, _) => "none (the embedded SQLite store)".to_string(),
+            },
+            origin: url_origin,
+        });
+        if let Some(problem) = url_problem {
+            self.error(STORAGE_URL.name(url_origin), problem);
+        }
+        let password_file = self.pick_path(
+            STORAGE_PASSWORD_FILE,
+            flags.password_file.clone(),
+            file_password_file,
+        );
+        let password = match (password_file, &flags.password) {
+            (Some((_, origin)), Some(_)) => {
+                self.error(
+                    STORAGE_PASSWORD_FILE.name(origin),
+                    "give the database password in a file or in DINGTALK_EXPORTER_STORAGE_PASSWORD, not both",
+                );
+                None
+            }
+            (Some((path, origin)), None) => {
+                self.read_secret(STORAGE_PASSWORD_FILE.name(origin), &path)
+            }
+            (None, Some(password)) => {
+                if let Some(shown) = self.settings.last_mut() {
+                    shown.value = "from DINGTALK_EXPORTER_STORAGE_PASSWORD".to_string();
+                }
+                Some(password.clone())
+            }
+            (None, None) => None,
+        };
+        let picked = self.pick(
+            LEASE_DURATION,
+            flags.lease_duration,
+            file_lease,
+            PromDuration(DEFAULT_LEASE_DURATION),
+        );
+        let lease_origin = picked.1;
+        let lease_duration = self.positive(LEASE_DURATION, picked);
+        if !lease_duration.is_zero() && lease_duration < rules::MIN_LEASE_DURATION {
+            self.error(
+                LEASE_DURATION.name(lease_origin),
+                format!(
+                    "must be at least {}: a replica renews its leases several times per lease duration",
+                    PromDuration(rules::MIN_LEASE_DURATION)
+                ),
+            );
+        }
+        Some(SharedStoreSettings {
+            url: url?,
+            password,
+            lease_duration,
+        })
+    }
+
     /// The polling settings, and where `--tasks.max` came from (the static tasks are
     /// checked against it later).
     fn poll(
@@ -605,6 +707,7 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "web",
             "dingtalk",
             "storage",
+            "ha",
             "poll",
             "task",
             "tasks_max",
@@ -626,7 +729,8 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "monthly_call_budget",
             "timeout",
         ],
-        "storage" => &["path"],
+        "storage" => &["path", "url", "password_file"],
+        "ha" => &["lease_duration"],
         "poll" => &["min_interval", "max_interval"],
         "task" => &["max_age", "retention"],
         "log" => &["level", "format"],

@@ -128,9 +128,50 @@ pub(super) fn check_storage_path(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The shortest `--ha.lease-duration`: a replica renews several times per lease, and each
+/// renewal is a round trip to the database.
+pub(super) const MIN_LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A PostgreSQL URL the exporter can connect with, and with no password in it: a password in
+/// the URL would show in the process list and wherever the URL is printed. The problem never
+/// repeats the URL, which may hold that password.
+pub(super) fn check_storage_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(
+            "must be a PostgreSQL URL: postgres://user@host:5432/database".to_string(),
+        );
+    }
+    let parsed: tokio_postgres::Config = url.parse().map_err(|err| {
+        format!("is not a valid PostgreSQL URL ({err}); expected postgres://user@host:5432/database")
+    })?;
+    if parsed.get_password().is_some() {
+        return Err("holds a password; give it with --storage.password-file or \
+             DINGTALK_EXPORTER_STORAGE_PASSWORD instead, so it never shows in the process list"
+            .to_string());
+    }
+    if parsed.get_user().is_none() {
+        return Err("names no user: postgres://user@host:5432/database".to_string());
+    }
+    if parsed.get_dbname().is_none() {
+        return Err("names no database: postgres://user@host:5432/database".to_string());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database URL with a password is refused without repeating it; one without is taken.
+    #[test]
+    fn storage_urls_never_carry_a_password() {
+        let problem = check_storage_url("postgres://exporter:hunter2@db:5432/dingtalk")
+            .expect_err("password refused");
+        assert!(problem.contains("password") && !problem.contains("hunter2"), "{problem}");
+        assert!(check_storage_url("postgres://exporter@db:5432/dingtalk").is_ok());
+        assert!(check_storage_url("mysql://exporter@db/dingtalk").is_err());
+        assert!(check_storage_url("postgres://exporter@db:5432").is_err());
+    }
 
     /// API URLs must be plain http(s) base URLs; a trailing slash is dropped.
     #[test]

@@ -181,9 +181,17 @@ pub struct DingTalkClient {
     telemetry: Arc<Telemetry>,
     gate: Arc<dyn CallGate>,
     warnings: WarnLimit,
+    /// Names the replica in the `User-Agent` when several share a database, so that a
+    /// call in DingTalk's (or a proxy's) logs says which replica made it.
+    replica: Option<String>,
 }
 
 impl DingTalkClient {
+    /// Names the replica this client's calls come from (in their `User-Agent`).
+    pub fn identify_replica(&mut self, replica: &str) {
+        self.replica = Some(replica.to_string());
+    }
+
     /// A client for `app`. `ip_ban_cap` bounds how long one punish answer pauses the calls
     /// (the exporter passes `--poll.max-interval`); `gate` decides on every metered call.
     pub fn new(
@@ -223,6 +231,7 @@ impl DingTalkClient {
             ip_ban_cap_ms: i64::try_from(ip_ban_cap.as_millis()).unwrap_or(i64::MAX),
             telemetry,
             gate,
+            replica: None,
             warnings: WarnLimit::default(),
         })
     }
@@ -433,6 +442,16 @@ impl DingTalkClient {
                     .post(url)
                     .json(&json!({"agent_id": agent_id, "task_id": task_id}))
             }
+        };
+        let builder = match &self.replica {
+            Some(replica) => builder.header(
+                reqwest::header::USER_AGENT,
+                format!(
+                    "dingtalk-exporter/{} (replica {replica})",
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ),
+            None => builder,
         };
         let mut response = builder.send().await.map_err(transport_failure)?;
         let status = response.status().as_u16();

@@ -26,6 +26,12 @@ pub trait AppDirectory: Send + Sync {
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>>;
     /// The poll settings in force now.
     fn poll_settings(&self) -> PollSettings;
+    /// Whether this exporter polls the tasks of `agent_id` now: always, unless several
+    /// replicas share the store and another one holds the lease on the agent's app.
+    fn polls_agent(&self, agent_id: i64) -> bool {
+        let _ = agent_id;
+        true
+    }
 }
 
 /// What the poller works with.

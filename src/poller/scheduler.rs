@@ -32,6 +32,10 @@ const HOUSEKEEPING_EVERY_MS: i64 = 5_000;
 /// many times before the task is left without recipient counts.
 const RESULT_FETCH_ATTEMPTS: u32 = 3;
 
+/// A task of an app another replica polls is looked at again this soon, so that polling it
+/// resumes here within a second of this replica taking the app's lease over.
+const NOT_OWNED_RECHECK_MS: i64 = 1_000;
+
 /// DingTalk's throttles ask callers to wait at least a second.
 const THROTTLE_PAUSE_MS: i64 = THROTTLE_PAUSE.as_millis() as i64;
 
@@ -89,6 +93,9 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
                                 tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
                             }
                         }
+                        Ok(PollOutcome::NotOwned) => {
+                            ports.tracker.requeue(key, now_ms() + NOT_OWNED_RECHECK_MS);
+                        }
                         Ok(PollOutcome::HeldBack { until_ms }) => {
                             // Keep its place in line: it is due when calls resume.
                             ports.tracker.requeue(key, due_at);
@@ -135,9 +142,14 @@ enum PollOutcome {
     Done(Box<Task>),
     /// The monthly budget or DingTalk's quota held the call back; nothing was sent.
     HeldBack { until_ms: i64 },
+    /// Another replica sharing the store polls this task's app; nothing was sent.
+    NotOwned,
 }
 
 async fn poll_task(ports: Arc<Ports>, mut task: Task) -> PollOutcome {
+    if !ports.apps.polls_agent(task.key.agent_id) {
+        return PollOutcome::NotOwned;
+    }
     let settings = ports.apps.poll_settings();
     let now = now_ms();
     let bounds = PollBounds {

@@ -28,6 +28,17 @@ impl Endpoint {
         }
     }
 
+    /// The API's name, as in its path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::GetToken => "gettoken",
+            Endpoint::GetSendProgress => "getsendprogress",
+            Endpoint::GetSendResult => "getsendresult",
+            Endpoint::AsyncSend => "asyncsend_v2",
+            Endpoint::Unknown => "unknown",
+        }
+    }
+
     /// Whether calls count toward the monthly quota (token calls are exempt).
     pub fn is_metered(self) -> bool {
         matches!(

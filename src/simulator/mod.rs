@@ -99,7 +99,7 @@ pub use config::{
     SimConfig,
 };
 pub use faults::{FaultConfig, FaultKind};
-pub use state::{CallCounts, FaultCounts, SimStats, TaskSpec, TaskView};
+pub use state::{CallCounts, CallRecord, FaultCounts, SimStats, TaskSpec, TaskView};
 pub use timeline::{
     ForbiddenEntry, MAX_RECIPIENTS, SEND_RESULT_MAX_RECIPIENTS, STATUS_FINISHED,
     STATUS_IN_PROGRESS, STATUS_NOT_STARTED, SendResult, Timeline, numbered_user_id,
@@ -218,6 +218,11 @@ impl Simulator {
 
     pub fn stats(&self) -> SimStats {
         self.shared.lock().stats.clone()
+    }
+
+    /// The latest metered calls (up to 100,000), oldest first, with who made each.
+    pub fn call_log(&self) -> Vec<CallRecord> {
+        self.shared.lock().call_log.iter().cloned().collect()
     }
 
     /// Stops serving: in-flight requests get a moment to finish, then connections close.

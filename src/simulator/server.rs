@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use super::api::{self, Answer, ApiError, Endpoint, Params};
 use super::control;
 use super::faults::{self, FaultKind};
-use super::state::{Shared, State};
+use super::state::{CallRecord, Shared, State};
 use super::wire::{CloseConnection, HttpResponse, json_response, read_body, respond};
 
 /// How long in-flight requests get to finish once the simulator stops.
@@ -100,6 +100,12 @@ async fn handle(
         Some(FaultKind::Truncated) | None => {}
     }
     let query = request.uri().query().map(str::to_string);
+    let user_agent = request
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = read_body(request, shared.max_body_bytes).await?;
     let Some(body) = body else {
         return Ok(html(StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE_PAGE));
@@ -108,6 +114,15 @@ async fn handle(
     let now_ms = shared.now_ms();
     let answer = {
         let mut state = shared.lock();
+        if endpoint.is_metered() {
+            state.log_call(CallRecord {
+                at_ms: now_ms,
+                api: endpoint.name(),
+                agent_id: params.text("agent_id").parse().unwrap_or(0),
+                task_id: params.text("task_id").parse().unwrap_or(0),
+                user_agent,
+            });
+        }
         let answer = api::answer(&mut state, endpoint, &params, now_ms);
         render(&mut state, endpoint, answer)
     };

@@ -120,6 +120,21 @@ pub struct SimStats {
     pub tasks: u64,
 }
 
+/// One metered call as the simulator received it: when, about which task, and who asked
+/// (the caller's `User-Agent`, which names the replica of an exporter sharing a database).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    pub at_ms: i64,
+    /// `getsendprogress`, `getsendresult` or `asyncsend_v2`.
+    pub api: &'static str,
+    pub agent_id: i64,
+    pub task_id: i64,
+    pub user_agent: String,
+}
+
+/// The call log keeps the latest calls only, so a long run cannot grow it without bound.
+pub(crate) const CALL_LOG_LIMIT: usize = 100_000;
+
 /// A task in the simulator.
 #[derive(Clone, Debug)]
 pub(crate) struct SimTask {
@@ -165,6 +180,8 @@ pub(crate) struct State {
     windows: HashMap<(String, Endpoint), VecDeque<i64>>,
     quota_month: String,
     pub stats: SimStats,
+    /// The latest metered calls, oldest first.
+    pub call_log: VecDeque<CallRecord>,
 }
 
 impl State {
@@ -186,7 +203,16 @@ impl State {
             windows: HashMap::new(),
             quota_month: String::new(),
             stats: SimStats::default(),
+            call_log: VecDeque::new(),
         }
+    }
+
+    /// Logs a metered call (dropping the oldest past [`CALL_LOG_LIMIT`]).
+    pub fn log_call(&mut self, record: CallRecord) {
+        if self.call_log.len() >= CALL_LOG_LIMIT {
+            self.call_log.pop_front();
+        }
+        self.call_log.push_back(record);
     }
 
     pub fn count_call(&mut self, endpoint: Endpoint) {

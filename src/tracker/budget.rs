@@ -45,7 +45,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{StoreError, TaskStore};
+use super::store::{MonthGrant, StoreError, TaskStore};
 use crate::clock::{quota_month, quota_month_end_ms};
 use crate::dingtalk::{ApiFailure, CallGate, Deferral};
 use crate::telemetry::Telemetry;
@@ -154,9 +154,17 @@ struct HoldBack {
     announced: bool,
 }
 
-/// Where a batch's commit leaves its result (the month's new total), read by every caller
-/// in the batch.
-type CommitOutcome = Arc<OnceLock<Result<u64, StoreError>>>;
+/// Where a batch's commit leaves its result (the month's new total and how many of its calls
+/// fit under the budget), read by every caller in the batch.
+type CommitOutcome = Arc<OnceLock<Result<MonthGrant, StoreError>>>;
+
+/// A caller's place in a batch: its call is counted when its seat is below the number of
+/// calls the commit granted (a store shared with other exporters may grant fewer than asked
+/// when they spent the rest of the budget meanwhile).
+struct Seat {
+    outcome: CommitOutcome,
+    seat: u64,
+}
 
 /// Calls admitted together and counted in the store by one commit.
 struct Batch {
@@ -200,15 +208,19 @@ impl Ledger {
 
     /// Adds one call to the batch being gathered (starting one if none is) and returns the
     /// handle on which its commit's outcome will appear.
-    fn join_batch(&mut self) -> CommitOutcome {
+    fn join_batch(&mut self) -> Seat {
         let month = &self.month;
         let batch = self.gathering.get_or_insert_with(|| Batch {
             month: month.clone(),
             calls: 0,
             outcome: Arc::new(OnceLock::new()),
         });
+        let seat = batch.calls;
         batch.calls += 1;
-        batch.outcome.clone()
+        Seat {
+            outcome: batch.outcome.clone(),
+            seat,
+        }
     }
 }
 
@@ -402,10 +414,16 @@ impl MonthlyCallGate {
             }
             break self.admit(&mut ledger, now_ms)?;
         };
+        let Seat { outcome, seat } = outcome;
         loop {
             if let Some(result) = outcome.get() {
                 return match result {
-                    Ok(_) => Ok(()),
+                    Ok(grant) if seat < grant.granted => Ok(()),
+                    // Other exporters sharing the store spent the rest of the budget.
+                    Ok(_) => Err(ApiFailure::Deferred {
+                        until_ms: quota_month_end_ms(now_ms),
+                        reason: Deferral::MonthlyBudget,
+                    }),
                     Err(err) => Err(self.refuse_uncounted(&mut ledger, now_ms, err)),
                 };
             }
@@ -420,7 +438,7 @@ impl MonthlyCallGate {
 
     /// Decides on one call under the lock: the 90020 stop, the ceiling, then the pace. An
     /// admitted call joins the batch being gathered.
-    fn admit(&self, ledger: &mut Ledger, now_ms: i64) -> Result<CommitOutcome, ApiFailure> {
+    fn admit(&self, ledger: &mut Ledger, now_ms: i64) -> Result<Seat, ApiFailure> {
         let month_end_ms = quota_month_end_ms(now_ms);
         if ledger.exhausted_month.as_deref() == Some(ledger.month.as_str()) {
             return Err(ApiFailure::Deferred {
@@ -532,13 +550,13 @@ impl MonthlyCallGate {
             .gathering
             .take()
             .expect("an uncommitted call is in the gathering batch while no commit is under way");
-        let (month, calls) = (batch.month.clone(), batch.calls);
+        let (month, calls, budget) = (batch.month.clone(), batch.calls, ledger.budget);
         ledger.committing = Some(batch);
         drop(ledger);
         // A panicking store must not leave `committing` set forever: every later call would
         // wait for a commit that never concludes.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.store.add_month_calls(&month, calls)
+            self.store.add_month_calls_within(&month, calls, budget)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError(format!(
@@ -555,18 +573,27 @@ impl MonthlyCallGate {
     }
 
     /// Brings the ledger up to date with a batch's commit.
-    fn conclude(&self, ledger: &mut Ledger, batch: &Batch, result: &Result<u64, StoreError>) {
+    fn conclude(
+        &self,
+        ledger: &mut Ledger,
+        batch: &Batch,
+        result: &Result<MonthGrant, StoreError>,
+    ) {
         if batch.month != ledger.month {
             // The month turned meanwhile; that month's count is no longer shown.
             return;
         }
         match result {
-            Ok(total) => {
+            Ok(MonthGrant { total, granted }) => {
                 let total = *total;
                 ledger.calls = Some(total);
+                if let Some(tokens) = &mut ledger.bucket.tokens {
+                    // Calls refused because other exporters spent the budget were not made.
+                    *tokens += batch.calls.saturating_sub(*granted) as f64;
+                }
                 self.telemetry.record_month_calls(total);
                 let budget = ledger.budget;
-                if budget > 0 && total >= budget && total - batch.calls < budget {
+                if budget > 0 && total >= budget && total - granted < budget {
                     tracing::info!(
                         month = %ledger.month,
                         budget,

@@ -1,12 +1,16 @@
-//! The tracked tasks: the registry in memory, the store trait and its SQLite store, and the
+//! The tracked tasks: the registry in memory, the store trait with its SQLite store and its
+//! PostgreSQL store (shared by replicas, which split the apps' polling by leases), and the
 //! monthly budget ledger of metered calls (counted in the same store).
 
 pub mod budget;
+pub mod changes;
+pub mod leases;
+pub mod postgres;
 pub mod registry;
 pub mod sqlite;
 pub mod store;
 pub mod task;
 
 pub use registry::{NewTask, RegisterError, Tracker};
-pub use store::{StoreError, TaskStore};
+pub use store::{MonthGrant, StoreError, TaskStore};
 pub use task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};

@@ -274,6 +274,53 @@ impl Tracker {
         saved
     }
 
+    /// Brings one task in memory in step with the store, after another exporter sharing the
+    /// store registered, polled or removed it. A task this exporter is polling keeps its
+    /// poll (whose result is saved over the store's) unless it was removed.
+    pub async fn absorb(&self, key: TaskKey) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
+        let stored = self.in_store(move |store| store.load(key)).await?;
+        let mut inner = self.lock();
+        match stored {
+            Some(task) => {
+                if !inner.in_flight.contains(&key) {
+                    if let Some(due) = task.next_poll_at_ms {
+                        inner.due.push(Reverse((due, key)));
+                    }
+                    inner.tasks.insert(key, task);
+                }
+            }
+            None => {
+                inner.tasks.remove(&key);
+            }
+        }
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Replaces what is in memory with what the store holds (tasks being polled keep their
+    /// poll), after this exporter may have missed changes of others sharing the store.
+    pub async fn resync(&self) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
+        let stored = self.in_store(|store| store.load_all()).await?;
+        let mut inner = self.lock();
+        let stored_keys: HashSet<TaskKey> = stored.iter().map(|task| task.key).collect();
+        inner.tasks.retain(|key, _| stored_keys.contains(key));
+        for task in stored {
+            if inner.in_flight.contains(&task.key) {
+                continue;
+            }
+            if let Some(due) = task.next_poll_at_ms {
+                inner.due.push(Reverse((due, task.key)));
+            }
+            inner.tasks.insert(task.key, task);
+        }
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Gives a task back to the schedule unchanged, due at `due_ms` in memory only (after a
     /// poll that could not run, or was held back): its stored state is still right.
     pub fn requeue(&self, key: TaskKey, due_ms: i64) {

@@ -19,6 +19,14 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// What counting calls against a ceiling did: the month's new total, and how many of the
+/// calls asked for fit under the ceiling (and were counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonthGrant {
+    pub total: u64,
+    pub granted: u64,
+}
+
 /// Durable storage for tasks and the monthly call counter. Every method commits before it
 /// returns: a task the store accepted survives a crash (`kill -9`) of the process.
 pub trait TaskStore: Send + Sync {
@@ -40,6 +48,30 @@ pub trait TaskStore: Send + Sync {
 
     /// Adds `calls` to a quota month's counter and returns the new total.
     fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError>;
+
+    /// Adds as many of `calls` as fit under `ceiling` (0: no ceiling) to a quota month's
+    /// counter, checking and adding in one step. A store shared by several exporters must
+    /// override this: each exporter's own view of the count is stale by the others' calls.
+    /// A store of one exporter can rely on that exporter's ledger, which admits no call past
+    /// the ceiling, and count them all.
+    fn add_month_calls_within(
+        &self,
+        month: &str,
+        calls: u64,
+        ceiling: u64,
+    ) -> Result<MonthGrant, StoreError> {
+        let _ = ceiling;
+        self.add_month_calls(month, calls)
+            .map(|total| MonthGrant {
+                total,
+                granted: calls,
+            })
+    }
+
+    /// One stored task; `None` when it is not stored (anymore).
+    fn load(&self, key: TaskKey) -> Result<Option<Task>, StoreError> {
+        Ok(self.load_all()?.into_iter().find(|task| task.key == key))
+    }
 
     /// A small named fact the exporter keeps across restarts (such as the quota month in
     /// which DingTalk answered 90020); `None` when it was never written or has been cleared.

@@ -109,6 +109,7 @@ pub fn test_config() -> Config {
         },
         // The tests hand the exporter its store; nothing opens this path.
         storage_path: PathBuf::from("dingtalk-exporter.db"),
+        shared_store: None,
         dingtalk: DingTalkSettings {
             max_qps: 10,
             monthly_call_budget: 0,
