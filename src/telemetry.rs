@@ -98,12 +98,13 @@ impl Telemetry {
         self.leases.get_or_init(|| LeaseMetrics::new(&self.registry))
     }
 
-    /// Whether this replica owns `app`'s polling now (`dingtalk_ha_owner`).
+    /// Whether this replica owns `app`'s polling now (`dingtalk_ha_owner`). The app's
+    /// renewal and loss counters exist from then on, so `increase()` sees their first event.
     pub fn record_lease_owner(&self, app: &str, owner: bool) {
-        self.leases()
-            .owner
-            .with_label_values(&[app])
-            .set(i64::from(owner));
+        let leases = self.leases();
+        leases.owner.with_label_values(&[app]).set(i64::from(owner));
+        leases.renewals.with_label_values(&[app]);
+        leases.losses.with_label_values(&[app]);
     }
 
     /// A lease on `app`'s polling was taken or renewed.

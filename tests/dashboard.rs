@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dashboard_support::{
     BUILTIN_VARIABLES, SYNTHETIC_SERIES, all_panels, family_of, is_row, load_dashboard,
-    panel_queries, parse_promql, read_golden_families, readme_anchors, selector_metric_name,
+    panel_queries, parse_promql, read_golden_families, read_replica_golden_families, readme_anchors, selector_metric_name,
     shared_path, substitute_variables, vector_selectors, walk,
 };
 use promql_parser::label::MatchOp;
@@ -680,12 +680,19 @@ const NOT_YET_EXPOSED: &[&str] = &[
     "dingtalk_proxy_tracked_total",
     // the completion estimate
     "dingtalk_task_expected_completion_timestamp_seconds",
-    // replicas on a shared database
-    "dingtalk_ha_owner",
 ];
 
-/// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md
-/// (but for the families of features still to come, which it must not list yet).
+/// Families the exporter exposes and the README documents that interface.md's table does
+/// not list yet (the lease's renewals and losses of replicas on a shared database). The
+/// test fails once the contract lists one, so the list cannot go stale.
+const NOT_YET_IN_THE_CONTRACT: &[&str] = &[
+    "dingtalk_ha_lease_losses_total",
+    "dingtalk_ha_lease_renewals_total",
+];
+
+/// The golden expositions (of one exporter, and what a replica on a shared database adds)
+/// list the same `dingtalk_*` metrics and types as interface.md (but for the families of
+/// features still to come, which they must not list yet).
 #[test]
 fn golden_metric_families_match_the_interface_contract() {
     let path = shared_path("interface.md");
@@ -703,7 +710,18 @@ fn golden_metric_families_match_the_interface_contract() {
         .collect();
     let exported: BTreeMap<String, String> = read_golden_families()
         .into_iter()
+        .chain(read_replica_golden_families())
         .filter(|(name, _)| name.starts_with("dingtalk_"))
+        .filter(|(name, _)| {
+            if NOT_YET_IN_THE_CONTRACT.contains(&name.as_str()) {
+                assert!(
+                    !documented.contains_key(name),
+                    "{name} is in interface.md now: take it off NOT_YET_IN_THE_CONTRACT"
+                );
+                return false;
+            }
+            true
+        })
         .collect();
     assert!(
         documented.len() >= 20,

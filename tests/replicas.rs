@@ -107,6 +107,30 @@ async fn owners(replicas: &[&ExporterProcess], app: &str) -> Vec<usize> {
     owning
 }
 
+/// `name type` of each family in an exposition's `# TYPE` lines, sorted.
+fn exposed_families(exposition: &str) -> Vec<String> {
+    let mut families: Vec<String> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    families.sort();
+    families
+}
+
+/// `name type` lines of a golden list, sorted.
+fn golden_families(path: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("golden list");
+    let mut families: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    families.sort();
+    families
+}
+
 /// The replica named in a call's `User-Agent`.
 fn caller(record: &CallRecord) -> &str {
     record
@@ -189,6 +213,14 @@ async fn three_replicas_share_registrations_and_poll_each_task_once() {
         }
     }
     assert_eq!(owners(&all, "hr").await.len(), 1, "one owner of the app");
+    let exposition = get_text(&replicas[0].url("/metrics")).await.unwrap();
+    let single_golden = golden_families("tests/golden/metric_families.txt");
+    let replica_only: Vec<String> = exposed_families(&exposition)
+        .into_iter()
+        .filter(|family| family.starts_with("dingtalk_") && !single_golden.contains(family))
+        .collect();
+    let replica_golden = golden_families("tests/golden/metric_families_replicas.txt");
+    assert_eq!(replica_only, replica_golden, "what a replica adds to the golden families");
     let shared_calls = sim.stats().metered_calls;
     assert_one_poller_at_a_time(&sim.call_log());
     for replica in &replicas {
@@ -394,4 +426,38 @@ async fn a_database_restart_loses_no_acknowledged_registration() {
     let metrics = get_text(&first.url("/metrics")).await.unwrap();
     assert!(sample(&metrics, "dingtalk_ha_owner", &[("app", "hr")]).is_some());
     assert!(!first.logs().contains(PASSWORD) && !second.logs().contains(PASSWORD));
+}
+
+/// `--config.check` shows where the database password comes from, never the password; a URL
+/// holding a password is refused without repeating it.
+#[test]
+fn config_check_never_shows_the_database_password() {
+    let run = |url: &str| {
+        std::process::Command::new(common::binary())
+            .args(["--config.check", "--storage.url", url])
+            .env("DINGTALK_EXPORTER_STORAGE_PASSWORD", PASSWORD)
+            .env_remove("DINGTALK_APP_SECRET")
+            .output()
+            .expect("the binary runs")
+    };
+    let good = run("postgres://dingtalk@db.internal:5432/dingtalk");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&good.stdout),
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(good.status.success(), "{shown}");
+    assert!(shown.contains("postgres://dingtalk@db.internal:5432/dingtalk"), "{shown}");
+    assert!(shown.contains("DINGTALK_EXPORTER_STORAGE_PASSWORD"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+
+    let refused = run(&format!("postgres://dingtalk:{PASSWORD}@db.internal:5432/dingtalk"));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{shown}");
+    assert!(shown.contains("--storage.url") && shown.contains("password"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
 }

@@ -201,6 +201,14 @@ pub fn selector_metric_name(selector: &VectorSelector) -> Option<String> {
 }
 
 /// The golden list of metric families: name → type (`counter`, `gauge`, `histogram`, ...).
+/// The families only a replica sharing a PostgreSQL database exposes.
+pub fn read_replica_golden_families() -> BTreeMap<String, String> {
+    let path = repo_path("tests/golden/metric_families_replicas.txt");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    parse_family_list(&text)
+}
+
 pub fn read_golden_families() -> BTreeMap<String, String> {
     let path = golden_families_path();
     let text = std::fs::read_to_string(&path)
