@@ -95,7 +95,8 @@ impl LeaseMetrics {
 
 impl Telemetry {
     fn leases(&self) -> &LeaseMetrics {
-        self.leases.get_or_init(|| LeaseMetrics::new(&self.registry))
+        self.leases
+            .get_or_init(|| LeaseMetrics::new(&self.registry))
     }
 
     /// Whether this replica owns `app`'s polling now (`dingtalk_ha_owner`). The app's

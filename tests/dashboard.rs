@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use dashboard_support::{
     BUILTIN_VARIABLES, SYNTHETIC_SERIES, all_panels, family_of, is_row, load_dashboard,
-    panel_queries, parse_promql, read_golden_families, read_replica_golden_families, readme_anchors, selector_metric_name,
-    shared_path, substitute_variables, vector_selectors, walk,
+    panel_queries, parse_promql, read_golden_families, read_replica_golden_families,
+    readme_anchors, selector_metric_name, shared_path, substitute_variables, vector_selectors,
+    walk,
 };
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;

@@ -152,10 +152,10 @@ fn systemd_unit_verifies_cleanly() {
     );
 }
 
-/// Every YAML document of packaging/kubernetes/, by kind.
-fn manifests() -> Vec<serde_yaml_ng::Value> {
+/// Every YAML document of a directory of manifests (`packaging/kubernetes`, ...).
+fn manifests_in(dir: &str) -> Vec<serde_yaml_ng::Value> {
     let mut documents = Vec::new();
-    for entry in std::fs::read_dir(repo("packaging/kubernetes")).unwrap() {
+    for entry in std::fs::read_dir(repo(dir)).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         for document in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -165,6 +165,11 @@ fn manifests() -> Vec<serde_yaml_ng::Value> {
         }
     }
     documents
+}
+
+/// Every YAML document of packaging/kubernetes/.
+fn manifests() -> Vec<serde_yaml_ng::Value> {
+    manifests_in("packaging/kubernetes")
 }
 
 fn of_kind<'a>(documents: &'a [serde_yaml_ng::Value], kind: &str) -> &'a serde_yaml_ng::Value {
@@ -297,6 +302,85 @@ fn kubernetes_manifests_fit_together() {
         .collect();
     listed.sort();
     let mut files: Vec<String> = std::fs::read_dir(repo("packaging/kubernetes"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != "kustomization.yaml")
+        .collect();
+    files.sort();
+    assert_eq!(listed, files);
+}
+
+/// The replicated variant runs several replicas on the shared database: no volume, a
+/// disruption budget that keeps one replica up, the database URL and password from the
+/// Secret (the password as a file, never in an argument), and the files all listed.
+#[test]
+fn replicated_kubernetes_manifests_fit_together() {
+    let documents = manifests_in("packaging/kubernetes-replicated");
+    let deployment = of_kind(&documents, "Deployment");
+    let budget = of_kind(&documents, "PodDisruptionBudget");
+    let secret = of_kind(&documents, "Secret");
+    let service = of_kind(&documents, "Service");
+    assert!(
+        documents
+            .iter()
+            .all(|document| document["kind"].as_str() != Some("PersistentVolumeClaim")),
+        "replicas share no volume"
+    );
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_i64().unwrap() >= 2);
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    let pod_labels = &spec["template"]["metadata"]["labels"];
+    assert_eq!(&budget["spec"]["selector"]["matchLabels"], pod_labels);
+    assert_eq!(&service["spec"]["selector"], pod_labels);
+    assert_eq!(budget["spec"]["minAvailable"].as_i64(), Some(1));
+
+    let container = &spec["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert!(!args.iter().any(|arg| arg.starts_with("--storage.path")));
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(
+        spec["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
+    let password_arg = format!("--storage.password-file={mount}/database-password");
+    assert!(args.contains(&password_arg.as_str()), "{args:?}");
+    assert!(!secret["stringData"]["database-password"].is_null());
+    let url_env = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|env| env["name"].as_str() == Some("DINGTALK_EXPORTER_STORAGE_URL"))
+        .expect("the database URL in the environment");
+    let reference = &url_env["valueFrom"]["secretKeyRef"];
+    assert_eq!(reference["name"], secret["metadata"]["name"]);
+    let url = secret["stringData"][reference["key"].as_str().unwrap()]
+        .as_str()
+        .unwrap();
+    let user_info = url
+        .strip_prefix("postgres://")
+        .and_then(|rest| rest.split_once('@'))
+        .map(|(user_info, _)| user_info)
+        .expect("a postgres:// URL with a user");
+    assert!(!user_info.contains(':'), "no password in the URL: {url}");
+
+    let kustomization: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(repo("packaging/kubernetes-replicated/kustomization.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut listed: Vec<&str> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|resource| resource.as_str().unwrap())
+        .collect();
+    listed.sort();
+    let mut files: Vec<String> = std::fs::read_dir(repo("packaging/kubernetes-replicated"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .filter(|name| name != "kustomization.yaml")

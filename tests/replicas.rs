@@ -43,7 +43,10 @@ const APPS: [App; 3] = [
 
 async fn simulator(apps: &[App]) -> Simulator {
     Simulator::start(SimConfig {
-        apps: apps.iter().map(|app| SimApp::new(app.key, SECRET)).collect(),
+        apps: apps
+            .iter()
+            .map(|app| SimApp::new(app.key, SECRET))
+            .collect(),
         ..SimConfig::default()
     })
     .await
@@ -145,7 +148,10 @@ fn caller(record: &CallRecord) -> &str {
 fn assert_one_poller_at_a_time(log: &[CallRecord]) {
     let mut by_task: HashMap<i64, Vec<&str>> = HashMap::new();
     for record in log {
-        by_task.entry(record.task_id).or_default().push(caller(record));
+        by_task
+            .entry(record.task_id)
+            .or_default()
+            .push(caller(record));
     }
     for (task, callers) in by_task {
         let mut seen: Vec<&str> = Vec::new();
@@ -220,12 +226,18 @@ async fn three_replicas_share_registrations_and_poll_each_task_once() {
         .filter(|family| family.starts_with("dingtalk_") && !single_golden.contains(family))
         .collect();
     let replica_golden = golden_families("tests/golden/metric_families_replicas.txt");
-    assert_eq!(replica_only, replica_golden, "what a replica adds to the golden families");
+    assert_eq!(
+        replica_only, replica_golden,
+        "what a replica adds to the golden families"
+    );
     let shared_calls = sim.stats().metered_calls;
     assert_one_poller_at_a_time(&sim.call_log());
     for replica in &replicas {
         let logs = replica.logs();
-        assert!(!logs.contains(PASSWORD), "the password is in a replica's log");
+        assert!(
+            !logs.contains(PASSWORD),
+            "the password is in a replica's log"
+        );
         let metrics = get_text(&replica.url("/metrics")).await.unwrap();
         assert!(!metrics.contains(PASSWORD));
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", replica.child.id())).unwrap();
@@ -304,8 +316,7 @@ async fn killing_the_owner_moves_its_app_within_the_lease() {
     killed.kill();
     let survivor = &replicas[0];
     eventually("the survivor owns the app", WAIT, || async {
-        (metric(survivor, "dingtalk_ha_owner", &[("app", "hr")]).await == Some(1.0))
-            .then_some(())
+        (metric(survivor, "dingtalk_ha_owner", &[("app", "hr")]).await == Some(1.0)).then_some(())
     })
     .await;
     let takeover = killed_at.elapsed();
@@ -406,7 +417,10 @@ async fn a_database_restart_loses_no_acknowledged_registration() {
     // While the database is down, registrations are refused, never acknowledged and lost.
     let task = sim.add_task(agent, Timeline::slow());
     let status = register(&first, agent, task).await;
-    assert_ne!(status, 201, "a registration acknowledged without a database");
+    assert_ne!(
+        status, 201,
+        "a registration acknowledged without a database"
+    );
     pg.start_again();
     let task = sim.add_task(agent, Timeline::slow());
     eventually("a registration accepted again", WAIT, || async {
@@ -420,7 +434,9 @@ async fn a_database_restart_loses_no_acknowledged_registration() {
             task_json(&second, agent, *task).await
         })
         .await;
-        let stored = pg.psql(&format!("SELECT count(*) FROM tasks WHERE task_id = {task}"));
+        let stored = pg.psql(&format!(
+            "SELECT count(*) FROM tasks WHERE task_id = {task}"
+        ));
         assert_eq!(stored, "1", "task {task} is stored");
     }
     let metrics = get_text(&first.url("/metrics")).await.unwrap();
@@ -447,17 +463,28 @@ fn config_check_never_shows_the_database_password() {
         String::from_utf8_lossy(&good.stderr)
     );
     assert!(good.status.success(), "{shown}");
-    assert!(shown.contains("postgres://dingtalk@db.internal:5432/dingtalk"), "{shown}");
-    assert!(shown.contains("DINGTALK_EXPORTER_STORAGE_PASSWORD"), "{shown}");
+    assert!(
+        shown.contains("postgres://dingtalk@db.internal:5432/dingtalk"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("DINGTALK_EXPORTER_STORAGE_PASSWORD"),
+        "{shown}"
+    );
     assert!(!shown.contains(PASSWORD), "{shown}");
 
-    let refused = run(&format!("postgres://dingtalk:{PASSWORD}@db.internal:5432/dingtalk"));
+    let refused = run(&format!(
+        "postgres://dingtalk:{PASSWORD}@db.internal:5432/dingtalk"
+    ));
     let shown = format!(
         "{}{}",
         String::from_utf8_lossy(&refused.stdout),
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(!refused.status.success(), "{shown}");
-    assert!(shown.contains("--storage.url") && shown.contains("password"), "{shown}");
+    assert!(
+        shown.contains("--storage.url") && shown.contains("password"),
+        "{shown}"
+    );
     assert!(!shown.contains(PASSWORD), "{shown}");
 }

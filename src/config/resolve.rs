@@ -15,12 +15,12 @@ use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 use super::{
-    AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP, DEFAULT_LEASE_DURATION,
-    DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
+    AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP,
+    DEFAULT_LEASE_DURATION, DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
     DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, SharedStoreSettings, StaticTask, WebSettings, file,
-    rules,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, SharedStoreSettings, StaticTask,
+    WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -541,7 +541,9 @@ impl Resolver {
             (None, Some(url)) => (Some(url), Origin::File),
             (None, None) => (None, Origin::Default),
         };
-        let url_problem = url.as_deref().and_then(|url| rules::check_storage_url(url).err());
+        let url_problem = url
+            .as_deref()
+            .and_then(|url| rules::check_storage_url(url).err());
         self.settings.push(EffectiveSetting {
             key: STORAGE_URL.file,
             // A URL with a password in it is refused and never shown.

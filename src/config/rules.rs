@@ -137,12 +137,12 @@ pub(super) const MIN_LEASE_DURATION: std::time::Duration = std::time::Duration::
 /// repeats the URL, which may hold that password.
 pub(super) fn check_storage_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(
-            "must be a PostgreSQL URL: postgres://user@host:5432/database".to_string(),
-        );
+        return Err("must be a PostgreSQL URL: postgres://user@host:5432/database".to_string());
     }
     let parsed: tokio_postgres::Config = url.parse().map_err(|err| {
-        format!("is not a valid PostgreSQL URL ({err}); expected postgres://user@host:5432/database")
+        format!(
+            "is not a valid PostgreSQL URL ({err}); expected postgres://user@host:5432/database"
+        )
     })?;
     if parsed.get_password().is_some() {
         return Err("holds a password; give it with --storage.password-file or \
@@ -167,7 +167,10 @@ mod tests {
     fn storage_urls_never_carry_a_password() {
         let problem = check_storage_url("postgres://exporter:hunter2@db:5432/dingtalk")
             .expect_err("password refused");
-        assert!(problem.contains("password") && !problem.contains("hunter2"), "{problem}");
+        assert!(
+            problem.contains("password") && !problem.contains("hunter2"),
+            "{problem}"
+        );
         assert!(check_storage_url("postgres://exporter@db:5432/dingtalk").is_ok());
         assert!(check_storage_url("mysql://exporter@db/dingtalk").is_err());
         assert!(check_storage_url("postgres://exporter@db:5432").is_err());

@@ -215,7 +215,9 @@ impl Leases {
             self.renew(pool, key).await?;
         }
 
-        let share = wanted.len().div_ceil(usize::try_from(alive.max(1)).unwrap_or(1));
+        let share = wanted
+            .len()
+            .div_ceil(usize::try_from(alive.max(1)).unwrap_or(1));
         let owned = self.lock().len();
         if owned > share {
             let mut held: Vec<LeaseKey> = self.lock().keys().cloned().collect();

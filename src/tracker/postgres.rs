@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::store::{MonthGrant, StoreError, TaskStore};
 use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};
@@ -302,7 +302,9 @@ impl PostgresStore {
                 .create_timeout(Some(OPERATION_TIMEOUT))
                 .recycle_timeout(Some(OPERATION_TIMEOUT))
                 .build()
-                .map_err(|err| StoreError(format!("{}: cannot build the pool: {err}", target.shown)))?
+                .map_err(|err| {
+                    StoreError(format!("{}: cannot build the pool: {err}", target.shown))
+                })?
         };
         let store = PostgresStore {
             pool,
@@ -352,7 +354,8 @@ impl PostgresStore {
         let outcome = answer
             .recv()
             .unwrap_or_else(|_| Err(Failure::Pool("the operation was dropped".to_string())));
-        outcome.map_err(|failure| StoreError(format!("{}: {}: {failure}", self.target.shown, what())))
+        outcome
+            .map_err(|failure| StoreError(format!("{}: {}: {failure}", self.target.shown, what())))
     }
 }
 
@@ -392,7 +395,8 @@ async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<(), Failure> {
             continue;
         }
         tx.batch_execute(migration.sql).await?;
-        tx.execute("DELETE FROM dingtalk_exporter_schema", &[]).await?;
+        tx.execute("DELETE FROM dingtalk_exporter_schema", &[])
+            .await?;
         tx.execute(
             "INSERT INTO dingtalk_exporter_schema (version) VALUES ($1)",
             &[&migration.version],
@@ -675,7 +679,10 @@ fn task_values(task: &Task) -> Result<Params, Failure> {
         Box::new(count("recipients_read", recipients.map(|r| r.read))?),
         Box::new(count("recipients_unread", recipients.map(|r| r.unread))?),
         Box::new(count("recipients_failed", recipients.map(|r| r.failed))?),
-        Box::new(count("recipients_forbidden", recipients.map(|r| r.forbidden))?),
+        Box::new(count(
+            "recipients_forbidden",
+            recipients.map(|r| r.forbidden),
+        )?),
         Box::new(count("recipients_invalid", recipients.map(|r| r.invalid))?),
         Box::new(result_fetch_word(task.result_fetch).to_string()),
         Box::new(refused_errcode),
@@ -789,7 +796,10 @@ pub(super) async fn with_client<T>(
     pool: &Pool,
     work: impl AsyncFnOnce(&deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
 ) -> Result<T, String> {
-    let client = pool.get().await.map_err(|err| format!("cannot connect: {err}"))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|err| format!("cannot connect: {err}"))?;
     match tokio::time::timeout(OPERATION_TIMEOUT, work(&client)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(Failure::Sql(err).to_string()),

@@ -61,11 +61,10 @@ pub trait TaskStore: Send + Sync {
         ceiling: u64,
     ) -> Result<MonthGrant, StoreError> {
         let _ = ceiling;
-        self.add_month_calls(month, calls)
-            .map(|total| MonthGrant {
-                total,
-                granted: calls,
-            })
+        self.add_month_calls(month, calls).map(|total| MonthGrant {
+            total,
+            granted: calls,
+        })
     }
 
     /// One stored task; `None` when it is not stored (anymore).
