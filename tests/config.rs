@@ -728,3 +728,70 @@ fn check_config(
 ) -> dingtalk_exporter::config::CheckReport {
     dingtalk_exporter::config::check(flags, &dingtalk_exporter::http::WebConfig::check_file)
 }
+
+/// The shared database comes from the file's `storage.url`, `storage.password_file` (read
+/// relative to the file, trimmed) and `ha.lease_duration`; without a URL there is none.
+#[test]
+fn shared_database_settings_come_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "db-password", &format!("{SECRET}\n"));
+    let config = load_yaml(
+        dir.path(),
+        "storage:\n  url: postgres://exporter@db:5432/dingtalk\n  password_file: db-password\nha:\n  lease_duration: 30s\n",
+        &[],
+    )
+    .expect("valid");
+    let shared = config.shared_store.expect("a shared database");
+    assert_eq!(shared.url, "postgres://exporter@db:5432/dingtalk");
+    assert_eq!(shared.password.unwrap().expose(), SECRET);
+    assert_eq!(shared.lease_duration, Duration::from_secs(30));
+
+    let config = load_yaml(dir.path(), "poll: {min_interval: 5s}\n", &[]).expect("valid");
+    assert!(
+        config.shared_store.is_none(),
+        "SQLite unless a URL is given"
+    );
+}
+
+/// A lease too short to renew several times, a password in the URL, and a password given
+/// twice are refused, each under the name it was given with, never echoing the password.
+#[test]
+fn shared_database_mistakes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "db-password", SECRET);
+    let errors = errors_of(load_yaml(
+        dir.path(),
+        &format!(
+            "storage:\n  url: postgres://exporter:{SECRET}@db/dingtalk\nha:\n  lease_duration: 1s\n"
+        ),
+        &["--storage.password-file", "db-password"],
+    ))
+    .to_string();
+    assert!(
+        errors.contains("storage.url") && errors.contains("password"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("ha.lease_duration") && errors.contains("at least 3s"),
+        "{errors}"
+    );
+    assert!(!errors.contains(SECRET), "{errors}");
+
+    let file = write(dir.path(), "empty.yml", "");
+    let both = flags(&[
+        "--config.file",
+        file.to_str().unwrap(),
+        "--storage.url",
+        "postgres://exporter@db/dingtalk",
+        "--storage.password-file",
+        dir.path().join("db-password").to_str().unwrap(),
+        "--storage.password",
+        SECRET,
+    ]);
+    let errors = errors_of(config::load(&both)).to_string();
+    assert!(
+        errors.contains("--storage.password-file") && errors.contains("not both"),
+        "{errors}"
+    );
+    assert!(!errors.contains(SECRET), "{errors}");
+}
