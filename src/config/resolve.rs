@@ -1025,7 +1025,8 @@ mod tests {
 web: {listen_address: ':1', telemetry_path: /m, config_file: w.yml, api_token_file: t}
 dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
            monthly_call_budget: 1, timeout: 1s}
-storage: {path: x.db}
+storage: {path: x.db, url: 'postgres://u@h/d', password_file: p}
+ha: {lease_duration: 15s}
 poll: {min_interval: 1s, max_interval: 2s}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
