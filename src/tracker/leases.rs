@@ -341,3 +341,41 @@ impl Leases {
         .map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica polls an app only while it holds the lease with more than a fifth of the
+    /// lease duration left (the fence), and a lease whose count ran out is lost, counted
+    /// and shown as not owned.
+    #[test]
+    fn polling_stops_a_fifth_of_the_lease_before_it_can_run_out() {
+        let telemetry = Arc::new(Telemetry::new());
+        let leases = Leases::new("replica-a", Duration::from_secs(15), telemetry.clone());
+        let hr = LeaseKey::app("hr");
+        assert!(!leases.owns(&hr), "no lease, no polling");
+
+        leases
+            .lock()
+            .insert(hr.clone(), Instant::now() + Duration::from_secs(12));
+        assert!(leases.owns(&hr), "a freshly renewed lease");
+
+        leases
+            .lock()
+            .insert(hr.clone(), Instant::now() + Duration::from_secs(2));
+        assert!(!leases.owns(&hr), "inside the fence: held, but not polled");
+
+        telemetry.record_lease_owner("hr", true);
+        leases.expire_local();
+        assert!(!leases.owns(&hr));
+        assert_eq!(
+            telemetry.sample("dingtalk_ha_owner", &[("app", "hr")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            telemetry.sample("dingtalk_ha_lease_losses_total", &[("app", "hr")]),
+            Some(1.0)
+        );
+    }
+}
