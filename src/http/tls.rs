@@ -410,7 +410,12 @@ impl TlsSection {
                     None => problems.add(
                         format!("{KEY}.cipher_suites[{index}]"),
                         format!(
-                            "{name} is not offered by this exporter; TLS 1.2 suites on offer: {}",
+                            "{name} is not offered by this exporter{}; TLS 1.2 suites on offer: {}",
+                            if name.contains("_CBC_") {
+                                ": rustls implements no CBC suite (the CBC suites are the ones padding-oracle attacks such as Lucky13 target)"
+                            } else {
+                                ""
+                            },
                             offered_tls12_suites(&provider)
                         ),
                     ),
@@ -458,7 +463,12 @@ impl TlsSection {
                     None => problems.add(
                         format!("{KEY}.curve_preferences[{index}]"),
                         format!(
-                            "{name} is not offered by this exporter; use X25519, CurveP256, CurveP384 or X25519MLKEM768"
+                            "{name} is not offered by this exporter{}; use X25519, CurveP256, CurveP384 or X25519MLKEM768",
+                            if name == "CurveP521" {
+                                ": rustls implements no P-521 key exchange"
+                            } else {
+                                ""
+                            }
                         ),
                     ),
                 }
@@ -523,6 +533,16 @@ impl TlsSection {
         warnings: &mut Vec<String>,
     ) -> Option<ClientTrust> {
         if client_auth == ClientAuth::None {
+            // Refused already for lacking a client auth type; an unreadable file is named
+            // too, so that one round of fixes is enough.
+            if let Some(path) = &self.client_ca_file
+                && let Err(err) = std::fs::read(path)
+            {
+                problems.add(
+                    format!("{KEY}.client_ca_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                );
+            }
             return None;
         }
         if self.client_ca_file.is_none() && self.client_ca.is_none() {
