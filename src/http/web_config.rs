@@ -780,4 +780,45 @@ mod tests {
             "{keys:?}"
         );
     }
+
+    /// A re-read that removes some users is put in force; one that removes them all, or
+    /// an empty file, is not (the users in force stay), and a valid file afterwards is.
+    #[test]
+    fn rewrites_may_narrow_but_not_drop_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        let hash = bcrypt::hash("x", 4).unwrap();
+        let users = |names: &[&str]| -> String {
+            let mut text = "basic_auth_users:\n".to_string();
+            for name in names {
+                text.push_str(&format!("  {name}: {hash}\n"));
+            }
+            text
+        };
+        std::fs::write(&path, users(&["a", "b"])).unwrap();
+        let watch = WebConfigWatch::open(&path).unwrap();
+        let user_count = || {
+            watch
+                .current()
+                .basic_auth()
+                .map_or(0, BasicAuth::user_count)
+        };
+        assert_eq!(user_count(), 2);
+        for (index, (text, expected)) in [
+            (users(&["a"]), 1),
+            (String::new(), 1),
+            ("# all gone\n".to_string(), 1),
+            ("basic_auth_users: {}\n".to_string(), 1),
+            ("http_server_config:\n  http2: false\n".to_string(), 1),
+            (users(&["a", "b", "c"]), 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // Padded to a different length each time (every text is under 1000 bytes), so
+            // the change is seen whatever the clock's resolution.
+            std::fs::write(&path, format!("{text}#{}\n", "-".repeat(index * 1000))).unwrap();
+            assert_eq!(user_count(), expected, "{text:?}");
+        }
+    }
 }
