@@ -760,12 +760,20 @@ async fn server_behaviour_matches_go() {
     }
 }
 
+/// A case of `TestUsers`: Go's name, the web config, the credentials sent, the status.
+type UserCase = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    u16,
+);
+
 /// Go's `TestUsers`, every case: basic auth with and without TLS.
 #[tokio::test]
 async fn users_match_go() {
     let data = TestData::new();
     // (Go's case name, web config, credentials, status)
-    let cases: &[(&str, &str, Option<(&str, &str)>, u16)] = &[
+    let cases: &[UserCase] = &[
         (
             "without basic auth",
             "web_config_users_noTLS.good.yml",
