@@ -821,4 +821,50 @@ mod tests {
             assert_eq!(user_count(), expected, "{text:?}");
         }
     }
+
+    /// A client CA file whose every certificate has expired admits no client: refused when
+    /// client certificates are required, loaded with a warning when they are optional.
+    #[test]
+    fn expired_client_cas_are_a_lock_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = |name: &str, not_after: i32| {
+            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        };
+        certificate("localhost", 2099);
+        certificate("expired", 2001);
+        let path = dir.path().join("web.yml");
+        let write = |client_auth: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "tls_server_config:\n  cert_file: localhost.crt\n  key_file: localhost.key\n  client_auth_type: {client_auth}\n  client_ca_file: expired.crt\n"
+                ),
+            )
+            .unwrap();
+        };
+        write("RequireAndVerifyClientCert");
+        let text = WebConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            text.contains("tls_server_config.client_ca_file: every certificate in")
+                && text.contains("no client could connect"),
+            "{text}"
+        );
+        write("VerifyClientCertIfGiven");
+        let config = WebConfig::load(&path).unwrap();
+        assert!(
+            config
+                .warnings()
+                .iter()
+                .any(|warning| warning.contains("has expired")),
+            "{:?}",
+            config.warnings()
+        );
+    }
 }
