@@ -90,7 +90,7 @@ async fn web_config_refusal(
         return None;
     }
     let is_api = path == "/api" || path.starts_with("/api/");
-    let refuse = |status: StatusCode, message: &str| {
+    let refuse = |status: StatusCode, message: &str, retry_after_s: u64| {
         let mut answer = if is_api {
             reply::error(status, message)
         } else {
@@ -98,7 +98,7 @@ async fn web_config_refusal(
         };
         answer
             .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
         Some(answer)
     };
     if let Some(limit) = web_config.rate_limit()
@@ -107,6 +107,7 @@ async fn web_config_refusal(
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "Too Many Requests: past the rate_limit of the exporter's web config file",
+            limit.interval().as_secs().max(1),
         );
     }
     let users = web_config.basic_auth()?;
@@ -124,12 +125,14 @@ async fn web_config_refusal(
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too Many Requests: this address has too many password checks pending; try again shortly",
+                1,
             );
         }
         basic_auth::Verdict::Overloaded => {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many password checks are pending; try again shortly",
+                1,
             );
         }
     }
