@@ -16,15 +16,16 @@
 //! - A flood of wrong passwords must not lock valid users out: at most [`bcrypt_parallelism`]
 //!   bcrypt runs happen at once, a client address may have at most
 //!   [`MAX_CHECKS_PER_CLIENT`] checks waiting or running (past it, 429), and at most
-//!   [`MAX_PENDING_CHECKS`] wait in all (past it, 503). Each answer comes at once, so the
-//!   flood gets refusals instead of a queue, and a valid user from another address waits
-//!   for a few bcrypt runs at most. Remembered credentials never wait at all.
+//!   [`MAX_PENDING_CHECKS`] wait in all (past it, 503). Each refusal comes at once, so the
+//!   flood gets refusals instead of a queue. The checks of one address queue for a bcrypt
+//!   slot one at a time, so a valid user from another address waits behind one check of
+//!   each flooding address, not behind all of them. Remembered credentials never wait.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
@@ -84,7 +85,9 @@ pub struct BasicAuth {
     refused: Mutex<HashMap<[u8; 32], Instant>>,
     bcrypt_slots: Semaphore,
     pending: AtomicUsize,
-    pending_by_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Per client address: its pending checks, and the turn its checks take one at a time
+    /// before they queue for a bcrypt slot.
+    pending_by_client: Mutex<HashMap<IpAddr, ClientChecks>>,
     #[cfg(test)]
     bcrypt_runs: std::sync::atomic::AtomicUsize,
 }
@@ -100,19 +103,28 @@ impl std::fmt::Debug for BasicAuth {
 /// A problem with one entry of `basic_auth_users`: the user name and what is wrong.
 pub type UserProblem = (String, String);
 
+/// The pending checks of one client address.
+#[derive(Default)]
+struct ClientChecks {
+    count: usize,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// A pending check, counted until it is dropped.
 struct Pending<'a> {
     auth: &'a BasicAuth,
     client: IpAddr,
+    /// Held while the check waits for a bcrypt slot and runs: one per address at a time.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
         self.auth.pending.fetch_sub(1, Ordering::AcqRel);
         let mut by_client = lock(&self.auth.pending_by_client);
-        if let Some(count) = by_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(checks) = by_client.get_mut(&self.client) {
+            checks.count -= 1;
+            if checks.count == 0 {
                 by_client.remove(&self.client);
             }
         }
@@ -187,10 +199,13 @@ impl BasicAuth {
         if remembered(&self.refused, &cache_key) {
             return Verdict::Refused;
         }
-        let _pending = match self.admit(client.to_canonical()) {
+        let pending = match self.admit(client.to_canonical()) {
             Ok(pending) => pending,
             Err(verdict) => return verdict,
         };
+        // One check per address queues for a slot at a time, so that a valid user from
+        // another address waits behind one check of each flooding address, not all of them.
+        let _turn = pending.turn.lock().await;
         let known = self.users.get(&user);
         let hash = known.unwrap_or(&self.decoy).clone();
         let Ok(_slot) = self.bcrypt_slots.acquire().await else {
@@ -216,19 +231,24 @@ impl BasicAuth {
     /// Counts a check for `client`, or says why it cannot wait.
     fn admit(&self, client: IpAddr) -> Result<Pending<'_>, Verdict> {
         let mut by_client = lock(&self.pending_by_client);
-        let count = by_client.entry(client).or_insert(0);
-        if *count >= MAX_CHECKS_PER_CLIENT {
+        let checks = by_client.entry(client).or_default();
+        if checks.count >= MAX_CHECKS_PER_CLIENT {
             return Err(Verdict::ClientBusy);
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_CHECKS {
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            if *count == 0 {
+            if checks.count == 0 {
                 by_client.remove(&client);
             }
             return Err(Verdict::Overloaded);
         }
-        *count += 1;
-        Ok(Pending { auth: self, client })
+        checks.count += 1;
+        let turn = checks.turn.clone();
+        Ok(Pending {
+            auth: self,
+            client,
+            turn,
+        })
     }
 
     fn cache_key(&self, user: &str, password: &[u8]) -> [u8; 32] {
