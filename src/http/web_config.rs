@@ -1,5 +1,6 @@
-//! The `--web.config.file`: TLS and basic auth in the Prometheus exporter-toolkit format, so
-//! the files operators already have for their other exporters work here too.
+//! The `--web.config.file`: TLS, basic auth and a rate limit in the Prometheus
+//! exporter-toolkit format, so the files operators already have for their other exporters
+//! work here too.
 //!
 //! ```yaml
 //! tls_server_config:
@@ -12,14 +13,16 @@
 //!   headers: {Strict-Transport-Security: max-age=31536000}
 //! basic_auth_users:
 //!   prometheus: $2y$10$...        # bcrypt hash
+//! rate_limit: {interval: 1s, burst: 20}
 //! ```
 //!
 //! Unknown keys, and keys of the format this exporter does not implement, are refused with
 //! a message naming them: a setting that is silently ignored is a security setting that
 //! does not hold. `tls_server_config` is in [`super::tls`], `basic_auth_users` in
-//! [`super::basic_auth`]. Of `http_server_config`, `headers` is applied to every answer
-//! (the same few security headers exporter-toolkit allows) and `http2` is accepted and
-//! changes nothing: the server speaks HTTP/1.1, which every scraper speaks too.
+//! [`super::basic_auth`], `rate_limit` in `super::rate_limit`. Of `http_server_config`,
+//! `headers` is applied to every answer (the same few security headers exporter-toolkit
+//! allows) and `http2` only matters to the cipher suite check exporter-toolkit makes (see
+//! [`super::tls`]): the server speaks HTTP/1.1, which every scraper speaks too.
 //!
 //! # Re-reading
 //!
@@ -394,7 +397,7 @@ fn go_duration(text: &str) -> Option<Duration> {
 }
 
 fn http_headers(section: HttpSection, problems: &mut Problems) -> Vec<(HeaderName, HeaderValue)> {
-    // `http2` is accepted either way: see the module documentation.
+    // `http2` was read for the cipher suite check already: see the module documentation.
     let _ = section.http2;
     let mut headers = Vec::new();
     for (name, value) in section.headers.unwrap_or_default() {
