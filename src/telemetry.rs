@@ -43,6 +43,8 @@ pub struct Telemetry {
     leases: std::sync::OnceLock<LeaseMetrics>,
     /// `dingtalk_config_last_reload_success_timestamp_seconds`
     config_reload_timestamp: Gauge,
+    /// `dingtalk_web_config_last_reload_successful`
+    web_config_reload_successful: IntGauge,
 }
 
 /// The lease metrics of a replica sharing a database with others.
@@ -206,6 +208,12 @@ impl Telemetry {
             "When the configuration was last loaded successfully.",
         )
         .expect("valid metric");
+        let web_config_reload_successful = IntGauge::new(
+            "dingtalk_web_config_last_reload_successful",
+            "Whether the last change of the --web.config.file was put in force (1, also without a web config file); 0 while a broken, empty or authentication-weakening file is refused and the previous web config stays.",
+        )
+        .expect("valid metric");
+        web_config_reload_successful.set(1);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "dingtalk_exporter_build_info",
@@ -231,6 +239,7 @@ impl Telemetry {
             Box::new(poll_lag.clone()),
             Box::new(config_reload_successful.clone()),
             Box::new(config_reload_timestamp.clone()),
+            Box::new(web_config_reload_successful.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -253,6 +262,7 @@ impl Telemetry {
             config_reload_successful,
             config_reload_timestamp,
             leases: std::sync::OnceLock::new(),
+            web_config_reload_successful,
         }
     }
 
@@ -340,6 +350,12 @@ impl Telemetry {
         if successful {
             self.config_reload_timestamp.set(at_s);
         }
+    }
+
+    /// Whether the last change of the web config file was put in force.
+    pub fn record_web_config_reload(&self, put_in_force: bool) {
+        self.web_config_reload_successful
+            .set(i64::from(put_in_force));
     }
 
     /// Every collector's current samples, for tests and tools that read values back.
