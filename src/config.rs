@@ -68,7 +68,7 @@ use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 pub use report::{CheckReport, check};
-pub use rules::check_task_name;
+pub use rules::{check_task_name, check_visible, invisible_char};
 
 use flags::{DemoFlags, ExporterFlags};
 use resolve::{AppSource, CommandFlags, Defaults, resolve};

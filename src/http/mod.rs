@@ -2,11 +2,13 @@
 //!
 //! - [`site`]: what every request shares, the [`ExporterPort`] the server is given and its
 //!   [`ServerLimits`];
-//! - [`server`]: accepting connections, limits, graceful shutdown;
+//! - [`server`]: accepting connections, limits, graceful shutdown; `connections`: the
+//!   table of open connections, a share per address, idle slots reclaimed first;
 //! - `routes`: which handler answers which request;
 //! - `api`: the task API, with [`registration`] (parsing bodies: pure, for the fuzzer) and
 //!   [`task_json`] (the shape of a task answer);
-//! - [`auth`]: who may write;
+//! - [`auth`]: who may write; `request_guard`: the size of a request's head, and writes
+//!   that come from web pages (CSRF, DNS rebinding) or carry a body that is not JSON;
 //! - [`web_config`]: the `--web.config.file` (exporter-toolkit format), with [`tls`] and
 //!   [`basic_auth`];
 //! - `landing`: the HTML page at `/`;
@@ -15,10 +17,12 @@
 mod api;
 pub mod auth;
 pub mod basic_auth;
+mod connections;
 mod landing;
 mod problems;
 pub mod registration;
 mod reply;
+mod request_guard;
 mod routes;
 pub mod server;
 mod site;
