@@ -193,7 +193,16 @@ async fn reload(parts: &Parts, site: &Site, peer: IpAddr) -> Answer {
         return refusal;
     }
     match site.exporter.reload().await {
-        Ok(()) => reply::text(StatusCode::OK, "configuration reloaded\n"),
+        Ok(needs_restart) if needs_restart.is_empty() => {
+            reply::text(StatusCode::OK, "configuration reloaded\n")
+        }
+        Ok(needs_restart) => reply::text(
+            StatusCode::OK,
+            format!(
+                "configuration reloaded, except {}: changed, but read only at start; restart to apply\n",
+                needs_restart.join(", ")
+            ),
+        ),
         Err(err) => {
             // The reload itself logged why.
             reply::text(

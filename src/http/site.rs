@@ -22,8 +22,9 @@ pub trait ExporterPort: Send + Sync + 'static {
     /// `/-/ready`: the store is open and the configuration valid.
     fn is_ready(&self) -> bool;
     /// `POST /-/reload`: re-reads the configuration; the old one stays when the new one is
-    /// refused, with the reason.
-    async fn reload(&self) -> Result<(), String>;
+    /// refused, with the reason. On success, the flags of the changed settings that only a
+    /// restart applies (their old values stay in force).
+    async fn reload(&self) -> Result<Vec<&'static str>, String>;
 }
 
 /// What every request of one server shares.
