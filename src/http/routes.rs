@@ -52,8 +52,7 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
     if refusal.is_none()
         && let Some(web_config) = &web_config
     {
-        refusal =
-            web_config_refusal(&parts, web_config, site.exporter.as_ref(), peer.ip()).await;
+        refusal = web_config_refusal(&parts, web_config, site.exporter.as_ref(), peer.ip()).await;
     }
     if refusal.is_none() {
         let config = site.exporter.config();
