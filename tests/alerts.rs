@@ -18,8 +18,8 @@ use std::process::Command;
 
 use dashboard_support::{
     SYNTHETIC_SERIES, family_of, generate_mixin, grafana_alert_schema_path, grafana_alerts_path,
-    jsonnet_binary, parse_promql, read_golden_families, readme_anchors, repo_path,
-    rule_tests_dir, rules_path, selector_metric_name, vector_selectors,
+    jsonnet_binary, parse_promql, read_golden_families, readme_anchors, repo_path, rule_tests_dir,
+    rules_path, selector_metric_name, vector_selectors,
 };
 use prometheus_tools::prometheus_binary;
 use serde_json::Value;
@@ -302,11 +302,13 @@ fn the_stall_threshold_is_set_in_one_line_of_config() {
         .find(|rule| rule["alert"] == "DingTalkDeliveryStalled")
         .expect("the stall alert");
     let expr = stalled["expr"].as_str().unwrap_or_default();
-    assert!(expr.trim_end().ends_with("> 2700"), "alert expression: {expr}");
+    assert!(
+        expr.trim_end().ends_with("> 2700"),
+        "alert expression: {expr}"
+    );
 
     let grafana: Value =
-        serde_yaml_ng::from_str(&generated["alerts/grafana/dingtalk-exporter.yaml"])
-            .expect("YAML");
+        serde_yaml_ng::from_str(&generated["alerts/grafana/dingtalk-exporter.yaml"]).expect("YAML");
     let rule = grafana["groups"][0]["rules"]
         .as_array()
         .into_iter()
@@ -373,7 +375,10 @@ fn grafana_alert_file_validates_against_the_provisioning_schema() {
         for query in rule["data"].as_array().into_iter().flatten() {
             let model = &query["model"];
             if query["refId"] != model["refId"] {
-                problems.push(format!("{title}: refId {} differs in its model", query["refId"]));
+                problems.push(format!(
+                    "{title}: refId {} differs in its model",
+                    query["refId"]
+                ));
             }
             if query["datasourceUid"] == "__expr__" {
                 if !defined.contains(&model["expression"].to_string()) {
@@ -398,7 +403,10 @@ fn grafana_alert_file_validates_against_the_provisioning_schema() {
             defined.insert(query["refId"].to_string());
         }
         if !defined.contains(&rule["condition"].to_string()) {
-            problems.push(format!("{title}: condition {} names no query", rule["condition"]));
+            problems.push(format!(
+                "{title}: condition {} names no query",
+                rule["condition"]
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -420,7 +428,10 @@ fn grafana_rules_mirror_the_prometheus_alerts() {
     for (alert, rule) in prometheus.iter().zip(&grafana) {
         let name = alert["alert"].as_str().unwrap_or_default();
         if rule["labels"] != alert["labels"] {
-            problems.push(format!("{name}: labels {} vs {}", rule["labels"], alert["labels"]));
+            problems.push(format!(
+                "{name}: labels {} vs {}",
+                rule["labels"], alert["labels"]
+            ));
         }
         let duration = alert["for"].as_str().unwrap_or("0s");
         if rule["for"] != duration {

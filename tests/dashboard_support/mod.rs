@@ -97,8 +97,8 @@ pub fn generate_mixin(jsonnet: &Path, config: &str) -> BTreeMap<String, String> 
         "jsonnet failed on the mixin:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let files: BTreeMap<String, String> =
-        serde_json::from_slice(&output.stdout).expect("the mixin generates an object of file texts");
+    let files: BTreeMap<String, String> = serde_json::from_slice(&output.stdout)
+        .expect("the mixin generates an object of file texts");
     files
         .into_iter()
         .map(|(path, text)| (path, text + "\n"))
