@@ -138,7 +138,7 @@ fn every_alert_is_unit_tested_firing_and_silent() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Alerts are DingTalk-prefixed CamelCase with a severity, summary, description and runbook_url.
+/// Alerts are DingTalk-prefixed CamelCase with a severity, static summary, description and runbook_url.
 #[test]
 fn alerts_follow_naming_and_annotation_conventions() {
     let mut problems = Vec::new();
@@ -168,6 +168,14 @@ fn alerts_follow_naming_and_annotation_conventions() {
             {
                 problems.push(format!("{name}: no {annotation} annotation"));
             }
+        }
+        // The mixin style guide: a static summary (it titles grouped notifications), the
+        // details with templates in the description.
+        if alert["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|summary| summary.contains("{{"))
+        {
+            problems.push(format!("{name}: the summary is templated"));
         }
         let expected_url = format!("{RUNBOOK_BASE}{}", name.to_lowercase());
         if alert["annotations"]["runbook_url"] != expected_url.as_str() {
