@@ -524,7 +524,7 @@ local promql = import '../lib/promql.libsonnet';
         },
         datasource: datasource,
         targets: [
-          instantTarget('A', 'sum(%s) / sum(%s)' % [queries.monthCalls(matchers), queries.monthCallBudget(matchers)]),
+          instantTarget('A', 'max(%s)' % queries.monthBudgetUsedRatio(matchers)),
         ],
       },
       {
