@@ -1827,7 +1827,7 @@ local promql = import '../lib/promql.libsonnet';
             "type": "stat",
             "id": 25,
             "title": "Config reload",
-            "description": "Whether the last configuration reload (SIGHUP or POST /-/reload) succeeded. Failed: the exporter keeps its previous configuration; run dingtalk-exporter --config.check with the same flags to see what is wrong.",
+            "description": "config: whether the last configuration reload (SIGHUP or POST /-/reload) succeeded. web config: whether the last change of the --web.config.file was put in force (failed while the file is broken, empty, or would weaken authentication: remove every user, stop requiring client certificates, switch TLS; such a change waits for a restart). Failed: the exporter keeps its previous configuration; run dingtalk-exporter --config.check with the same flags, and see its log, to find what is wrong.",
             "gridPos": {
               "h": 4,
               "w": 4,
@@ -1877,7 +1877,7 @@ local promql = import '../lib/promql.libsonnet';
               "graphMode": "none",
               "colorMode": "background",
               "justifyMode": "center",
-              "textMode": "value",
+              "textMode": "value_and_name",
               "wideLayout": true,
               "showPercentChange": false,
               "percentChangeColorMode": "standard",
@@ -1892,7 +1892,8 @@ local promql = import '../lib/promql.libsonnet';
             },
             datasource: datasource,
             targets: [
-              instantTarget('A', 'min(%s)' % sel('dingtalk_config_last_reload_successful')),
+              instantTarget('A', 'min(%s)' % sel('dingtalk_config_last_reload_successful'), legend="config"),
+          instantTarget('B', 'min(%s)' % sel('dingtalk_web_config_last_reload_successful'), legend="web config"),
             ],
           },
           {
