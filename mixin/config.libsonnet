@@ -56,6 +56,12 @@
 
     configReloadFailedFor: '5m',
 
+    // Replicas on a shared database (--storage.url): how long an app may have no replica
+    // holding its lease, or two claiming it, before an alert. Longer than a handover (one
+    // --ha.lease-duration) plus a scrape interval of stale samples.
+    haNoOwnerFor: '2m',
+    haTwoOwnersFor: '2m',
+
     // Each alert's runbook_url is this plus '#' and the alert's name in lowercase.
     runbookBaseUrl: 'https://github.com/dingtalk-exporter/dingtalk-exporter/blob/main/README.md',
 

@@ -218,6 +218,33 @@ local promql = import '../lib/promql.libsonnet';
       ||| % manifest.durationText($._config.exporterAbsentFor),
     },
     {
+      name: 'DingTalkNoReplicaOwnsApp',
+      severity: 'critical',
+      // Only replicas on a shared database export dingtalk_ha_owner; one 1 per app is right.
+      query: 'sum by (job, app) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
+      comparison: '<',
+      threshold: 1,
+      'for': $._config.haNoOwnerFor,
+      summary: 'No replica polls a DingTalk app.',
+      description: |||
+        No replica of job {{ $labels.job }} holds the lease on app {{ $labels.app }}: none
+        of its tasks is polled.
+      |||,
+    },
+    {
+      name: 'DingTalkAppOwnedTwice',
+      severity: 'warning',
+      query: 'sum by (job, app) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
+      comparison: '>',
+      threshold: 1,
+      'for': $._config.haTwoOwnersFor,
+      summary: 'Several replicas claim to poll the same DingTalk app.',
+      description: |||
+        {{ $value }} replicas of job {{ $labels.job }} claim the lease on app
+        {{ $labels.app }}: its tasks may be polled twice, spending the quota twice.
+      |||,
+    },
+    {
       name: 'DingTalkConfigReloadFailed',
       severity: 'warning',
       query: promql.selector('dingtalk_config_last_reload_successful', self.matchers),
