@@ -23,7 +23,7 @@ use crate::dingtalk::{Api, CallGate, DeliveryApi, DingTalkClient};
 use crate::http::{ExporterPort, ServerLimits, WebConfigWatch};
 use crate::poller::{self, AppDirectory};
 use crate::telemetry::Telemetry;
-use crate::tracker::budget::MonthlyCallGate;
+use crate::tracker::budget::{BudgetScope, MonthlyCallGate};
 use crate::tracker::sqlite::SqliteStore;
 use crate::tracker::{NewTask, TaskKey, TaskSource, TaskStore, Tracker};
 
@@ -55,8 +55,18 @@ impl ClientSettings {
     }
 }
 
-/// The apps of a configuration with their clients, by app name.
-type AppClients = HashMap<String, (ClientSettings, Arc<dyn DeliveryApi>)>;
+/// Which client: an app's name, and the corp's id for a corp of a third-party app.
+type ClientKey = (String, Option<String>);
+
+fn client_key(app: &AppConfig) -> ClientKey {
+    (
+        app.name.clone(),
+        app.corp.as_ref().and(app.corp_id.clone()),
+    )
+}
+
+/// The apps of a configuration with their clients, by app (and corp).
+type AppClients = HashMap<ClientKey, (ClientSettings, Arc<dyn DeliveryApi>, Option<String>)>;
 
 /// The running exporter: its live configuration, the tracked tasks, the DingTalk clients of
 /// its apps and its telemetry, shared by the poller and the HTTP server.
@@ -146,8 +156,8 @@ impl Exporter {
             }
         };
 
-        for gone in previous.keys().filter(|name| !apps.contains_key(*name)) {
-            self.telemetry.forget_app(gone);
+        for (gone, (_, _, corp)) in previous.iter().filter(|(key, _)| !apps.contains_key(*key)) {
+            self.telemetry.forget_app(&gone.0, corp.as_deref());
         }
         self.budget.set_budget(config.dingtalk.monthly_call_budget);
         self.tracker.set_tasks_max(config.poll.tasks_max);
@@ -165,8 +175,8 @@ impl Exporter {
 
 impl AppDirectory for Exporter {
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>> {
-        let app = self.config().app_for_agent(agent_id)?.name.clone();
-        read(&self.apps).get(&app).map(|(_, client)| client.clone())
+        let key = client_key(self.config().app_for_agent(agent_id)?);
+        read(&self.apps).get(&key).map(|(_, client, _)| client.clone())
     }
 
     fn poll_settings(&self) -> PollSettings {
@@ -205,17 +215,64 @@ fn build_clients(
     let mut clients = HashMap::new();
     for app in &config.apps {
         let settings = ClientSettings::of(app, config);
+        let key = client_key(app);
         let reused = previous
-            .and_then(|previous| previous.get(&app.name))
-            .filter(|(old, _)| *old == settings)
-            .map(|(_, client)| client.clone());
+            .and_then(|previous| previous.get(&key))
+            .filter(|(old, _, _)| *old == settings)
+            .map(|(_, client, _)| client.clone());
         let client = match reused {
             Some(client) => client,
-            None => factory(app, config).map_err(|err| format!("app {:?}: {err}", app.name))?,
+            None => factory(app, config).map_err(|err| match app.corp_label() {
+                None => format!("app {:?}: {err}", app.name),
+                Some(corp) => format!("app {:?} corp {corp:?}: {err}", app.name),
+            })?,
         };
-        clients.insert(app.name.clone(), (settings, client));
+        let corp = app.corp_label().map(str::to_string);
+        clients.insert(key, (settings, client, corp));
     }
     Ok(clients)
+}
+
+/// The monthly gates of third-party corps, one per app and corp, kept across reloads (a
+/// reload changes a gate's budget; the count stays).
+struct CorpGates {
+    store: Arc<dyn TaskStore>,
+    telemetry: Arc<Telemetry>,
+    gates: std::sync::Mutex<HashMap<BudgetScope, Arc<MonthlyCallGate>>>,
+}
+
+impl CorpGates {
+    /// The gate of `app`'s corp with the corp's budget; `None` for an internal app.
+    fn gate_for(&self, app: &AppConfig) -> Result<Option<Arc<dyn CallGate>>, String> {
+        let (Some(corp), Some(corp_id)) = (&app.corp, &app.corp_id) else {
+            return Ok(None);
+        };
+        let scope = BudgetScope {
+            app: app.name.clone(),
+            corp_id: corp_id.clone(),
+            corp: corp.name.clone(),
+        };
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(gate) = gates.get(&scope) {
+            gate.set_budget(corp.monthly_call_budget);
+            return Ok(Some(gate.clone() as Arc<dyn CallGate>));
+        }
+        let gate = Arc::new(
+            MonthlyCallGate::for_scope(
+                self.store.clone(),
+                Some(scope.clone()),
+                corp.monthly_call_budget,
+                self.telemetry.clone(),
+                now_ms(),
+            )
+            .map_err(|err| err.to_string())?,
+        );
+        gates.insert(scope, gate.clone());
+        Ok(Some(gate as Arc<dyn CallGate>))
+    }
 }
 
 /// Tracks the config file's static tasks; tasks already tracked keep their state.
@@ -268,17 +325,27 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         .map_err(|err| err.to_string())?,
     );
     let tracker =
-        Arc::new(Tracker::open(store, config.poll.tasks_max).map_err(|err| err.to_string())?);
+        Arc::new(Tracker::open(store.clone(), config.poll.tasks_max).map_err(|err| err.to_string())?);
 
     let client_telemetry = telemetry.clone();
     let client_gate: Arc<dyn CallGate> = budget.clone();
+    let corp_gates = CorpGates {
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        gates: std::sync::Mutex::new(HashMap::new()),
+    };
     let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
+        // Each corp of a third-party app has its own quota, so its own gate.
+        let gate = match corp_gates.gate_for(app)? {
+            Some(gate) => gate,
+            None => client_gate.clone(),
+        };
         let client = DingTalkClient::new(
             app,
             &config.dingtalk,
             config.poll.max_interval,
             client_telemetry.clone(),
-            client_gate.clone(),
+            gate,
         )?;
         Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
     });
