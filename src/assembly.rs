@@ -522,6 +522,7 @@ mod tests {
                 max_qps,
                 monthly_call_budget: 0,
                 timeout: Duration::from_secs(10),
+                openapi_url: "https://api.dingtalk.com".to_string(),
             },
             poll: PollSettings {
                 min_interval: Duration::from_secs(5),
@@ -536,6 +537,9 @@ mod tests {
                 app_key: "key".to_string(),
                 app_secret: Secret::new("secret"),
                 api_url: "http://127.0.0.1:9".to_string(),
+                token_api: crate::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             }],
             static_tasks: Vec::new(),
             log: LogSettings {

@@ -80,6 +80,9 @@ fn two_apps_static_tasks_and_poll_section_load() {
                 app_key: "dingabc123".into(),
                 app_secret: Secret::new(SECRET),
                 api_url: "https://oapi.dingtalk.com".into(),
+                token_api: dingtalk_exporter::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             },
             AppConfig {
                 name: "it-alerts".into(),
@@ -87,6 +90,9 @@ fn two_apps_static_tasks_and_poll_section_load() {
                 app_key: "dingdef456".into(),
                 app_secret: Secret::new("inline-secret"),
                 api_url: "http://127.0.0.1:9/dingtalk".into(),
+                token_api: dingtalk_exporter::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             },
         ]
     );
@@ -189,6 +195,9 @@ log: {level: debug, format: json}
             app_key: "dingdefault".into(),
             app_secret: Secret::new("default-secret"),
             api_url: "http://127.0.0.1:1".into(),
+            token_api: dingtalk_exporter::config::TokenApi::GetToken,
+            corp_id: None,
+            corp: None,
         }]
     );
 }
@@ -702,6 +711,9 @@ fn demo_config_points_at_the_simulator() {
             app_key: "demo-key".into(),
             app_secret: Secret::new("demo-secret"),
             api_url: "http://127.0.0.1:4321".into(),
+            token_api: dingtalk_exporter::config::TokenApi::GetToken,
+            corp_id: None,
+            corp: None,
         }]
     );
 

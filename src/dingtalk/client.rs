@@ -850,11 +850,15 @@ mod tests {
                 app_key: "k".into(),
                 app_secret: Secret::new("s"),
                 api_url: api_url.into(),
+                token_api: crate::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             };
             let settings = DingTalkSettings {
                 max_qps: 10,
                 monthly_call_budget: 0,
                 timeout: Duration::from_secs(1),
+                openapi_url: "https://api.dingtalk.com".to_string(),
             };
             DingTalkClient::new(
                 &app,

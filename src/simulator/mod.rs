@@ -96,7 +96,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, ExpiryStyle, SimApp, SimClock,
-    SimConfig,
+    SimConfig, SimCorp, SimSuite,
 };
 pub use faults::{FaultConfig, FaultKind};
 pub use state::{CallCounts, FaultCounts, SimStats, TaskSpec, TaskView};
@@ -209,6 +209,23 @@ impl Simulator {
     /// were still valid.
     pub fn expire_tokens(&self) -> usize {
         self.shared.expire_tokens()
+    }
+
+    /// DingTalk pushes a new suite ticket: from now on the ticket-based corp-token APIs
+    /// accept only `ticket` for this suite. Returns whether the suite exists.
+    pub fn set_suite_ticket(&self, suite_key: &str, ticket: &str) -> bool {
+        let mut state = self.shared.lock();
+        match state
+            .suites
+            .iter_mut()
+            .find(|suite| suite.suite_key == suite_key)
+        {
+            Some(suite) => {
+                suite.suite_ticket = ticket.to_string();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every access token issued so far, oldest first.
