@@ -182,6 +182,15 @@ impl AppDirectory for Exporter {
     fn poll_settings(&self) -> PollSettings {
         self.config().poll.clone()
     }
+
+    fn quota_scope(&self, agent_id: i64) -> String {
+        match self.config().app_for_agent(agent_id) {
+            Some(app) if app.corp.is_some() => {
+                format!("{}/{}", app.name, app.corp_id.as_deref().unwrap_or_default())
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 #[async_trait::async_trait]

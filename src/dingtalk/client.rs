@@ -388,6 +388,11 @@ impl DingTalkClient {
                     self.telemetry
                         .record_token_refresh_failure(&self.app, self.corp.as_deref());
                 }
+                if let Some(hint) = token_failure_hint(&failure)
+                    && self.warnings.should_warn(Api::GetToken, "refused", now_ms())
+                {
+                    tracing::warn!(app = %self.app, corp = self.corp.as_deref(), token_api = self.token_api.as_str(), error = %failure, "DingTalk refused the access token request: {hint}");
+                }
                 Err(failure)
             }
         }
@@ -657,14 +662,7 @@ impl DingTalkClient {
             return;
         };
         if self.warnings.should_warn(api, &label, now_ms()) {
-            match (api, token_failure_hint(failure)) {
-                (Api::GetToken, Some(hint)) => {
-                    tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), token_api = self.token_api.as_str(), errcode = %label, error = %failure, "DingTalk refused the access token request: {hint}")
-                }
-                _ => {
-                    tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed")
-                }
-            }
+            tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed");
         }
     }
 }
