@@ -140,10 +140,24 @@ fn example_config_file_loads() {
         .replace("/var/lib/dingtalk-exporter/", &format!("{root}/"));
     write(dir.path(), "dingtalk-hr", "hr\n");
     write(dir.path(), "dingtalk-it", "it\n");
+    write(dir.path(), "isv-suite", "suite\n");
 
     let config = load_yaml(dir.path(), &example, &[]).unwrap();
-    let names: Vec<&str> = config.apps.iter().map(|app| app.name.as_str()).collect();
-    assert_eq!(names, ["hr-notices", "it-alerts"]);
+    let names: Vec<(&str, Option<&str>)> = config
+        .apps
+        .iter()
+        .map(|app| (app.name.as_str(), app.corp_label()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("hr-notices", None),
+            ("it-alerts", None),
+            ("isv-suite", Some("acme")),
+            ("isv-suite", Some("globex"))
+        ]
+    );
+    assert_eq!(config.corp_label(1234567891), Some("globex"));
     assert_eq!(config.static_tasks.len(), 2);
     assert_eq!(config.dingtalk.monthly_call_budget, 5000);
     assert_eq!(config.log.format, LogFormat::Logfmt);
