@@ -303,6 +303,61 @@ async fn bad_suite_secret_is_a_clear_error_that_leaks_nothing() {
     }
 }
 
+/// A reload adds a corp (its tasks are polled from then on) and removes one (its series
+/// leave `/metrics`), without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_corps() {
+    let sim = simulator(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "unified", SUITE_SECRET);
+    let both = std::fs::read_to_string(&config).unwrap();
+    let globex_line = both
+        .lines()
+        .find(|line| line.contains(GLOBEX.0))
+        .unwrap()
+        .to_string();
+    let acme_line = both
+        .lines()
+        .find(|line| line.contains(ACME.0))
+        .unwrap()
+        .to_string();
+    std::fs::write(&config, both.replace(&format!("{globex_line}\n"), "")).unwrap();
+    let exporter = start_exporter(dir.path(), &config, &[]);
+    let acme_task = sim.add_task(ACME.2, quick());
+    register(&exporter, ACME.2, acme_task).await;
+    wait_for_state(&exporter, ACME.2, acme_task, "completed").await;
+    let globex_labels = [("app", "isv-suite"), ("corp", "globex")];
+    assert_eq!(metric(&exporter, "dingtalk_up", &globex_labels).await, None);
+
+    let reload = |exporter: &ExporterProcess| {
+        let url = exporter.url("/-/reload");
+        async move {
+            let answer = reqwest::Client::new().post(url).send().await.unwrap();
+            assert!(answer.status().is_success(), "{}", answer.status());
+        }
+    };
+    std::fs::write(&config, &both).unwrap();
+    reload(&exporter).await;
+    let globex_task = sim.add_task(GLOBEX.2, quick());
+    register(&exporter, GLOBEX.2, globex_task).await;
+    wait_for_state(&exporter, GLOBEX.2, globex_task, "completed").await;
+    assert_eq!(
+        task_json(&exporter, GLOBEX.2, globex_task).await.unwrap()["corp"],
+        "globex"
+    );
+    assert_eq!(metric(&exporter, "dingtalk_up", &globex_labels).await, Some(1.0));
+
+    std::fs::write(&config, both.replace(&format!("{acme_line}\n"), "")).unwrap();
+    reload(&exporter).await;
+    let acme_labels = [("app", "isv-suite"), ("corp", "acme")];
+    assert_eq!(metric(&exporter, "dingtalk_up", &acme_labels).await, None);
+    assert_eq!(
+        metric(&exporter, "dingtalk_token_refreshes_total", &acme_labels).await,
+        None
+    );
+    assert_eq!(metric(&exporter, "dingtalk_up", &globex_labels).await, Some(1.0));
+}
+
 /// `--config.check` reports every problem of a third-party app at once and prints no secret.
 #[test]
 fn config_check_reports_third_party_problems_together() {

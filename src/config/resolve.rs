@@ -1222,13 +1222,16 @@ mod tests {
         let every_key = "\
 web: {listen_address: ':1', telemetry_path: /m, config_file: w.yml, api_token_file: t}
 dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
-           monthly_call_budget: 1, timeout: 1s}
+           monthly_call_budget: 1, timeout: 1s, openapi_url: 'http://y'}
 storage: {path: x.db}
 poll: {min_interval: 1s, max_interval: 2s}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
 log: {level: info, format: json}
-apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api_url: 'http://x'}]
+apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api_url: 'http://x',
+        kind: internal, token_api: gettoken, corp_id: c, suite_key: k, suite_secret_file: s,
+        suite_secret: x, suite_ticket_file: t,
+        corps: [{corp_id: c, name: n, agent_id: 2, monthly_call_budget: 1}]}]
 tasks: [{agent_id: 1, task_id: 1, name: n}]
 ";
         let (_, unknown) = file::parse(every_key).unwrap();
@@ -1249,6 +1252,12 @@ tasks: [{agent_id: 1, task_id: 1, name: n}]
             .map(|k| k.as_str().unwrap().into())
             .collect();
         assert_eq!(known_keys("x").unwrap(), top);
+        let corps = &document["apps"][0]["corps"];
+        assert_eq!(
+            known_keys("apps[0].corps[0].x").unwrap(),
+            keys_of(corps),
+            "apps.corps"
+        );
         for (section, value) in &document {
             let section = section.as_str().unwrap();
             if section == "tasks_max" {

@@ -129,6 +129,7 @@ mod tests {
                 "task_id": 256271667526i64,
                 "name": "payroll",
                 "app": "hr",
+                "corp": null,
                 "source": "send",
                 "recipients_expected": 250,
                 "state": "completed",
@@ -145,5 +146,7 @@ mod tests {
                 "result": {"outcome": "refused", "errcode": 40035},
             })
         );
+        let third_party = serde_json::to_value(TaskJson::new(&task, "isv", Some("acme"))).unwrap();
+        assert_eq!(third_party["corp"], "acme");
     }
 }
