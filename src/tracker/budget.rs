@@ -67,9 +67,9 @@ pub struct BudgetScope {
 }
 
 impl BudgetScope {
-    /// What follows the month or the state key in the store: `/app/corp_id`.
-    fn store_suffix(&self) -> String {
-        format!("/{}/{}", self.app, self.corp_id)
+    /// The scope's key in the store: `app/corp_id`.
+    pub fn store_key(&self) -> String {
+        format!("{}/{}", self.app, self.corp_id)
     }
 }
 
@@ -238,6 +238,8 @@ impl Ledger {
 pub struct MonthlyCallGate {
     store: Arc<dyn TaskStore>,
     scope: Option<BudgetScope>,
+    /// The scope's key in the store: empty for the internal apps' organisation.
+    scope_key: String,
     /// The store key of the 90020 stop of this scope.
     exhausted_key: String,
     telemetry: Arc<Telemetry>,
@@ -267,10 +269,13 @@ impl MonthlyCallGate {
         telemetry: Arc<Telemetry>,
         now_ms: i64,
     ) -> Result<MonthlyCallGate, StoreError> {
-        let suffix = scope.as_ref().map(BudgetScope::store_suffix).unwrap_or_default();
-        let exhausted_key = format!("{QUOTA_EXHAUSTED_KEY}{suffix}");
+        let scope_key = scope.as_ref().map(BudgetScope::store_key).unwrap_or_default();
+        let exhausted_key = match &scope {
+            None => QUOTA_EXHAUSTED_KEY.to_string(),
+            Some(_) => format!("{QUOTA_EXHAUSTED_KEY}/{scope_key}"),
+        };
         let month = quota_month(now_ms);
-        let calls = store.month_calls(&format!("{month}{suffix}"))?;
+        let calls = store.month_calls(&scope_key, &month)?;
         let exhausted_month = match store.exporter_state(&exhausted_key)? {
             None => None,
             Some(text) => match serde_json::from_str::<QuotaExhaustion>(&text) {
@@ -304,6 +309,7 @@ impl MonthlyCallGate {
         let gate = MonthlyCallGate {
             store,
             scope: gate_scope,
+            scope_key,
             exhausted_key,
             telemetry,
             ledger: Mutex::new(Ledger {
@@ -322,14 +328,6 @@ impl MonthlyCallGate {
         };
         gate.show_month_calls(calls);
         Ok(gate)
-    }
-
-    /// The store key of `month`'s count of this gate's scope.
-    fn month_key(&self, month: &str) -> String {
-        match &self.scope {
-            None => month.to_string(),
-            Some(scope) => format!("{month}{}", scope.store_suffix()),
-        }
     }
 
     /// Publishes this scope's count as `dingtalk_api_month_calls`.
@@ -596,7 +594,7 @@ impl MonthlyCallGate {
         // A panicking store must not leave `committing` set forever: every later call would
         // wait for a commit that never concludes.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.store.add_month_calls(&self.month_key(&month), calls)
+            self.store.add_month_calls(&self.scope_key, &month, calls)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError(format!(
@@ -662,7 +660,7 @@ impl MonthlyCallGate {
     /// The ledger's count, read from the store when unknown.
     fn known_calls(&self, ledger: &mut Ledger, now_ms: i64) -> Option<u64> {
         if ledger.calls.is_none() {
-            match self.store.month_calls(&self.month_key(&ledger.month)) {
+            match self.store.month_calls(&self.scope_key, &ledger.month) {
                 Ok(calls) => {
                     ledger.calls = Some(calls);
                     self.show_month_calls(calls);
@@ -786,10 +784,15 @@ mod tests {
         fn load_all(&self) -> Result<Vec<Task>, StoreError> {
             Ok(Vec::new())
         }
-        fn month_calls(&self, _month: &str) -> Result<u64, StoreError> {
+        fn month_calls(&self, _scope: &str, _month: &str) -> Result<u64, StoreError> {
             Ok(self.calls)
         }
-        fn add_month_calls(&self, _month: &str, _calls: u64) -> Result<u64, StoreError> {
+        fn add_month_calls(
+            &self,
+            _scope: &str,
+            _month: &str,
+            _calls: u64,
+        ) -> Result<u64, StoreError> {
             Err(StoreError("disk full".to_string()))
         }
         fn exporter_state(&self, _key: &str) -> Result<Option<String>, StoreError> {

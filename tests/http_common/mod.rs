@@ -79,13 +79,13 @@ impl TaskStore for TestStore {
         self.sqlite.load_all()
     }
 
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
-        self.sqlite.month_calls(month)
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
+        self.sqlite.month_calls(scope, month)
     }
 
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
-        self.sqlite.add_month_calls(month, calls)
+        self.sqlite.add_month_calls(scope, month, calls)
     }
 
     fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
