@@ -59,10 +59,7 @@ impl ClientSettings {
 type ClientKey = (String, Option<String>);
 
 fn client_key(app: &AppConfig) -> ClientKey {
-    (
-        app.name.clone(),
-        app.corp.as_ref().and(app.corp_id.clone()),
-    )
+    (app.name.clone(), app.corp.as_ref().and(app.corp_id.clone()))
 }
 
 /// The apps of a configuration with their clients, by app (and corp).
@@ -176,7 +173,9 @@ impl Exporter {
 impl AppDirectory for Exporter {
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>> {
         let key = client_key(self.config().app_for_agent(agent_id)?);
-        read(&self.apps).get(&key).map(|(_, client, _)| client.clone())
+        read(&self.apps)
+            .get(&key)
+            .map(|(_, client, _)| client.clone())
     }
 
     fn poll_settings(&self) -> PollSettings {
@@ -186,7 +185,11 @@ impl AppDirectory for Exporter {
     fn quota_scope(&self, agent_id: i64) -> String {
         match self.config().app_for_agent(agent_id) {
             Some(app) if app.corp.is_some() => {
-                format!("{}/{}", app.name, app.corp_id.as_deref().unwrap_or_default())
+                format!(
+                    "{}/{}",
+                    app.name,
+                    app.corp_id.as_deref().unwrap_or_default()
+                )
             }
             _ => String::new(),
         }
@@ -333,8 +336,9 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         )
         .map_err(|err| err.to_string())?,
     );
-    let tracker =
-        Arc::new(Tracker::open(store.clone(), config.poll.tasks_max).map_err(|err| err.to_string())?);
+    let tracker = Arc::new(
+        Tracker::open(store.clone(), config.poll.tasks_max).map_err(|err| err.to_string())?,
+    );
 
     let client_telemetry = telemetry.clone();
     let client_gate: Arc<dyn CallGate> = budget.clone();

@@ -88,9 +88,9 @@ impl Telemetry {
         let token_refreshes = PerApp::<IntCounterVec>::new(|labels| {
             IntCounterVec::new(
                 Opts::new(
-                "dingtalk_token_refreshes_total",
-                "Access token fetches (gettoken) by app.",
-            ),
+                    "dingtalk_token_refreshes_total",
+                    "Access token fetches (gettoken) by app.",
+                ),
                 labels,
             )
             .expect("valid metric")
@@ -98,9 +98,9 @@ impl Telemetry {
         let token_refresh_failures = PerApp::<IntCounterVec>::new(|labels| {
             IntCounterVec::new(
                 Opts::new(
-                "dingtalk_token_refresh_failures_total",
-                "Failed access token fetches by app.",
-            ),
+                    "dingtalk_token_refresh_failures_total",
+                    "Failed access token fetches by app.",
+                ),
                 labels,
             )
             .expect("valid metric")
@@ -108,9 +108,9 @@ impl Telemetry {
         let token_expiry = PerApp::<GaugeVec>::new(|labels| {
             GaugeVec::new(
                 Opts::new(
-                "dingtalk_token_expiry_timestamp_seconds",
-                "When the cached access token of an app expires.",
-            ),
+                    "dingtalk_token_expiry_timestamp_seconds",
+                    "When the cached access token of an app expires.",
+                ),
                 labels,
             )
             .expect("valid metric")
@@ -128,9 +128,9 @@ impl Telemetry {
         let last_poll_success = PerApp::<GaugeVec>::new(|labels| {
             GaugeVec::new(
                 Opts::new(
-                "dingtalk_last_poll_success_timestamp_seconds",
-                "When a poll of an app's task last got a successful answer.",
-            ),
+                    "dingtalk_last_poll_success_timestamp_seconds",
+                    "When a poll of an app's task last got a successful answer.",
+                ),
                 labels,
             )
             .expect("valid metric")
@@ -278,7 +278,10 @@ impl Telemetry {
         let calls = i64::try_from(calls).unwrap_or(i64::MAX);
         match scope {
             None => self.month_calls.set(calls),
-            Some((app, corp)) => self.corp_month_calls.with_label_values(&[app, corp]).set(calls),
+            Some((app, corp)) => self
+                .corp_month_calls
+                .with_label_values(&[app, corp])
+                .set(calls),
         }
     }
 

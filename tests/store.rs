@@ -199,8 +199,14 @@ fn reopening_the_file_keeps_everything() {
     assert_eq!(sorted(store.load_all().expect("load")), sorted(tasks));
     assert_eq!(store.month_calls("", "2026-11").expect("calls"), 12);
     // Each quota scope (a third-party corp) counts apart from the internal apps'.
-    assert_eq!(store.month_calls("isv/dingone", "2026-11").expect("calls"), 5);
-    assert_eq!(store.month_calls("isv/dingtwo", "2026-11").expect("calls"), 0);
+    assert_eq!(
+        store.month_calls("isv/dingone", "2026-11").expect("calls"),
+        5
+    );
+    assert_eq!(
+        store.month_calls("isv/dingtwo", "2026-11").expect("calls"),
+        0
+    );
     assert_eq!(
         store
             .exporter_state("quota_exhausted")

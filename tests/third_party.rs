@@ -132,14 +132,25 @@ async fn two_corps_complete_under_each_token_api() {
         assert_eq!(globex["corp"], "globex", "{token_api}");
 
         let stats = sim.stats();
-        assert_eq!(stats.token_rejections, 0, "{token_api}: a token was refused");
+        assert_eq!(
+            stats.token_rejections, 0,
+            "{token_api}: a token was refused"
+        );
         let text = get_text(&exporter.url("/metrics")).await.unwrap();
         for (_, corp, agent_id) in [ACME, GLOBEX] {
             let labels = [("app", "isv-suite"), ("corp", corp)];
-            assert_eq!(sample(&text, "dingtalk_up", &labels), Some(1.0), "{token_api}");
+            assert_eq!(
+                sample(&text, "dingtalk_up", &labels),
+                Some(1.0),
+                "{token_api}"
+            );
             assert!(
-                sample(&text, "dingtalk_last_poll_success_timestamp_seconds", &labels)
-                    .is_some_and(|at| at > 0.0)
+                sample(
+                    &text,
+                    "dingtalk_last_poll_success_timestamp_seconds",
+                    &labels
+                )
+                .is_some_and(|at| at > 0.0)
             );
             let info = [("agent_id", &*agent_id.to_string()), ("corp", corp)];
             assert_eq!(sample(&text, "dingtalk_task_info", &info), Some(1.0));
@@ -243,7 +254,10 @@ async fn one_corps_exhausted_quota_stops_only_that_corp() {
     wait_for_state(&exporter, GLOBEX.2, globex_task, "completed").await;
 
     let stats = sim.stats();
-    assert_eq!(stats.quota_rejections, 1, "acme was asked again after 90020");
+    assert_eq!(
+        stats.quota_rejections, 1,
+        "acme was asked again after 90020"
+    );
     assert_eq!(stats.corp_month_calls.get(ACME.0).copied(), Some(1));
     let acme = task_json(&exporter, ACME.2, acme_task).await.unwrap();
     assert_eq!(acme["state"], "active");
@@ -255,12 +269,47 @@ async fn one_corps_exhausted_quota_stops_only_that_corp() {
             &[("app", "isv-suite"), ("corp", corp)],
         )
     };
-    assert_eq!(calls("acme"), Some(2.0), "one answered, one refused with 90020");
+    assert_eq!(
+        calls("acme"),
+        Some(2.0),
+        "one answered, one refused with 90020"
+    );
     assert!(calls("globex").is_some_and(|calls| calls >= 1.0));
     assert!(
-        exporter.logs().contains("this corp's monthly API quota is used up"),
+        exporter
+            .logs()
+            .contains("this corp's monthly API quota is used up"),
         "{}",
         exporter.logs()
+    );
+}
+
+/// Each corp's monthly count is kept across a restart, apart from the other corp's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corp_counts_survive_a_restart() {
+    let sim = simulator(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "unified", SUITE_SECRET);
+    let exporter = start_exporter(dir.path(), &config, &[]);
+    let task_id = sim.add_task(ACME.2, quick());
+    register(&exporter, ACME.2, task_id).await;
+    wait_for_state(&exporter, ACME.2, task_id, "completed").await;
+    let acme = [("app", "isv-suite"), ("corp", "acme")];
+    let counted = metric(&exporter, "dingtalk_api_month_calls", &acme)
+        .await
+        .unwrap();
+    assert!(counted >= 1.0);
+    exporter.kill();
+
+    let exporter = start_exporter(dir.path(), &config, &[]);
+    assert_eq!(
+        metric(&exporter, "dingtalk_api_month_calls", &acme).await,
+        Some(counted)
+    );
+    let globex = [("app", "isv-suite"), ("corp", "globex")];
+    assert_eq!(
+        metric(&exporter, "dingtalk_api_month_calls", &globex).await,
+        Some(0.0)
     );
 }
 
@@ -299,7 +348,10 @@ async fn bad_suite_secret_is_a_clear_error_that_leaks_nothing() {
             "{token_api}: {logs}"
         );
         assert!(!logs.contains(WRONG), "{token_api}: the secret was logged");
-        assert!(!logs.contains(FIRST_TICKET), "{token_api}: the ticket was logged");
+        assert!(
+            !logs.contains(FIRST_TICKET),
+            "{token_api}: the ticket was logged"
+        );
     }
 }
 
@@ -345,7 +397,10 @@ async fn reload_adds_and_removes_corps() {
         task_json(&exporter, GLOBEX.2, globex_task).await.unwrap()["corp"],
         "globex"
     );
-    assert_eq!(metric(&exporter, "dingtalk_up", &globex_labels).await, Some(1.0));
+    assert_eq!(
+        metric(&exporter, "dingtalk_up", &globex_labels).await,
+        Some(1.0)
+    );
 
     std::fs::write(&config, both.replace(&format!("{acme_line}\n"), "")).unwrap();
     reload(&exporter).await;
@@ -355,7 +410,10 @@ async fn reload_adds_and_removes_corps() {
         metric(&exporter, "dingtalk_token_refreshes_total", &acme_labels).await,
         None
     );
-    assert_eq!(metric(&exporter, "dingtalk_up", &globex_labels).await, Some(1.0));
+    assert_eq!(
+        metric(&exporter, "dingtalk_up", &globex_labels).await,
+        Some(1.0)
+    );
 }
 
 /// `--config.check` reports every problem of a third-party app at once and prints no secret.

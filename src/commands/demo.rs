@@ -276,7 +276,11 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
             let task_id = simulator.add_task(agent_id, timeline);
             batch.push(NewTask {
                 key: TaskKey { agent_id, task_id },
-                name: format!("{} customer notice #{}", kind.label(), round * 10 + batch.len() as u64 + 1),
+                name: format!(
+                    "{} customer notice #{}",
+                    kind.label(),
+                    round * 10 + batch.len() as u64 + 1
+                ),
                 recipients,
                 source: TaskSource::Api,
             });

@@ -14,12 +14,11 @@ use crate::secret::Secret;
 
 use super::{
     AppConfig, Config, ConfigError, ConfigErrors, CorpSettings, DEFAULT_API_URL, DEFAULT_APP,
-    DEFAULT_OPENAPI_URL, TokenApi,
-    DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
+    DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET, DEFAULT_OPENAPI_URL,
     DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, StaticTask, WebSettings, file,
-    rules,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, StaticTask, TokenApi,
+    WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -778,7 +777,13 @@ fn file_apps(
                 );
                 None
             }
-            Some(raw) => claim_agent(resolver, &mut agents, raw, at("agent_id"), &format!("apps[{index}]")),
+            Some(raw) => claim_agent(
+                resolver,
+                &mut agents,
+                raw,
+                at("agent_id"),
+                &format!("apps[{index}]"),
+            ),
         };
 
         let app_key = entry.app_key.unwrap_or_default();
@@ -874,7 +879,9 @@ fn third_party_app(
     ] {
         if given {
             let hint = match field {
-                "agent_id" | "corp_id" => "each corp of a third-party app has its own; give it under corps",
+                "agent_id" | "corp_id" => {
+                    "each corp of a third-party app has its own; give it under corps"
+                }
                 _ => "a third-party app uses suite_key and suite_secret_file (or suite_secret)",
             };
             resolver.error(at(field), format!("not for `kind: third_party`: {hint}"));
@@ -944,7 +951,10 @@ fn third_party_app(
         }
         let name = corp.name.unwrap_or_default();
         if name.trim().is_empty() {
-            resolver.error(at("name"), "missing: every corp needs a name (its `corp` label)");
+            resolver.error(
+                at("name"),
+                "missing: every corp needs a name (its `corp` label)",
+            );
         } else if let Err(problem) = rules::check_corp_name(&name) {
             resolver.error(at("name"), problem);
         } else if let Some(first) = corp_names.insert(name.clone(), number) {

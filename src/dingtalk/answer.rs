@@ -410,7 +410,8 @@ mod tests {
     /// The ISV QPS throttle, a string sub_code of 88, is classified as a throttle.
     #[test]
     fn isv_qps_throttle_is_a_throttle() {
-        let body = br#"{"errcode":88,"sub_code":"QpsLimitForSuitekeyAndOrgAndApi","sub_msg":"too fast"}"#;
+        let body =
+            br#"{"errcode":88,"sub_code":"QpsLimitForSuitekeyAndOrgAndApi","sub_msg":"too fast"}"#;
         let failure = decode_progress(200, body).unwrap_err();
         assert!(failure.is_throttle(), "{failure:?}");
     }

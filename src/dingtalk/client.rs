@@ -76,8 +76,12 @@ fn token_failure_hint(failure: &ApiFailure) -> Option<&'static str> {
             853001 => "the signature timestamp was not in milliseconds",
             853002 => "this host's clock is more than a minute off DingTalk's: fix its time (NTP)",
             853003 => "the suite key (accessKey) is wrong",
-            853004 => "the signature is wrong: check the suite secret and that the suite ticket file holds the latest ticket",
-            40085 => "the suite ticket is unknown or outdated: the suite ticket file must hold the latest ticket DingTalk pushed",
+            853004 => {
+                "the signature is wrong: check the suite secret and that the suite ticket file holds the latest ticket"
+            }
+            40085 => {
+                "the suite ticket is unknown or outdated: the suite ticket file must hold the latest ticket DingTalk pushed"
+            }
             41023 => "the suite ticket is missing: check the suite ticket file",
             40080 | 40083 | 40088 => "the suite key or suite secret is wrong",
             48004 => "this corp has not authorised the app (or revoked it): check corp_id",
@@ -90,8 +94,12 @@ fn token_failure_hint(failure: &ApiFailure) -> Option<&'static str> {
             "invalidSuiteTicket" => {
                 "the suite ticket is invalid or outdated: the suite ticket file must hold the latest ticket DingTalk pushed"
             }
-            "invalidAuthInfo" => "this corp has not authorised the app (or revoked it): check corp_id",
-            "unsupported.grant.type" => "DingTalk refused the client-credentials grant for this app",
+            "invalidAuthInfo" => {
+                "this corp has not authorised the app (or revoked it): check corp_id"
+            }
+            "unsupported.grant.type" => {
+                "DingTalk refused the client-credentials grant for this app"
+            }
             _ => return None,
         },
         _ => return None,
@@ -389,7 +397,9 @@ impl DingTalkClient {
                         .record_token_refresh_failure(&self.app, self.corp.as_deref());
                 }
                 if let Some(hint) = token_failure_hint(&failure)
-                    && self.warnings.should_warn(Api::GetToken, "refused", now_ms())
+                    && self
+                        .warnings
+                        .should_warn(Api::GetToken, "refused", now_ms())
                 {
                     tracing::warn!(app = %self.app, corp = self.corp.as_deref(), token_api = self.token_api.as_str(), error = %failure, "DingTalk refused the access token request: {hint}");
                 }
@@ -591,9 +601,7 @@ impl DingTalkClient {
                     .append_pair("timestamp", &timestamp.to_string())
                     .append_pair("suiteTicket", ticket.expose())
                     .append_pair("signature", &signature);
-                self.http
-                    .post(url)
-                    .json(&json!({ "auth_corpid": corp_id }))
+                self.http.post(url).json(&json!({ "auth_corpid": corp_id }))
             }
         }
     }

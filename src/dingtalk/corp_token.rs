@@ -107,9 +107,8 @@ fn decode_openapi_token(
             None => ApiFailure::Http(status),
         });
     }
-    let object = object.ok_or_else(|| {
-        ApiFailure::Decode("the token answer is not a JSON object".to_string())
-    })?;
+    let object = object
+        .ok_or_else(|| ApiFailure::Decode("the token answer is not a JSON object".to_string()))?;
     if let Some((code, message)) = openapi_error(&object) {
         return Err(ApiFailure::OpenApi {
             status,
@@ -160,8 +159,8 @@ mod tests {
         let signature =
             corp_token_signature("suite-secret-for-vector", 1_700_000_000_000, "ticket-abc");
         assert_eq!(signature, "VdjexWx8N8O+7MVfd8v/Qgp/JwXQL7HXTKLEyJc2t8g=");
-        let mut url = reqwest::Url::parse("https://oapi.dingtalk.com/service/get_corp_token")
-            .unwrap();
+        let mut url =
+            reqwest::Url::parse("https://oapi.dingtalk.com/service/get_corp_token").unwrap();
         url.query_pairs_mut().append_pair("signature", &signature);
         assert_eq!(
             url.query(),
@@ -201,8 +200,8 @@ mod tests {
     /// corpAccessToken answers name their fields in camel case.
     #[test]
     fn corp_access_token_answers() {
-        let token = decode_corp_access_token(200, br#"{"accessToken":"t1","expireIn":"7200"}"#)
-            .unwrap();
+        let token =
+            decode_corp_access_token(200, br#"{"accessToken":"t1","expireIn":"7200"}"#).unwrap();
         assert_eq!(token.access_token.expose(), "t1");
         assert_eq!(token.expires_in_s, 7200);
         let refused = decode_corp_access_token(
@@ -210,6 +209,9 @@ mod tests {
             br#"{"code":"invalidSuiteTicket","message":"ticket expired"}"#,
         )
         .unwrap_err();
-        assert_eq!(refused.errcode_label().as_deref(), Some("invalidSuiteTicket"));
+        assert_eq!(
+            refused.errcode_label().as_deref(),
+            Some("invalidSuiteTicket")
+        );
     }
 }

@@ -127,7 +127,12 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
                         Ok(PollOutcome::HeldBack { until_ms }) => {
                             // Keep its place in line: it is due when its scope's calls resume.
                             let scope = ports.apps.quota_scope(key.agent_id);
-                            let held = HeldBack { scope, key, due_at, until_ms };
+                            let held = HeldBack {
+                                scope,
+                                key,
+                                due_at,
+                                until_ms,
+                            };
                             if let Err(unsent) = deferrals.send(held) {
                                 ports.tracker.requeue(key, unsent.0.due_at);
                             }

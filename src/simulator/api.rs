@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-pub(crate) use super::endpoint::{ApiError, Endpoint, OpenApiError};
 use super::config::{SimCorp, SimSuite};
+pub(crate) use super::endpoint::{ApiError, Endpoint, OpenApiError};
 use super::state::{State, TaskSpec};
 use super::timeline::SEND_RESULT_MAX_RECIPIENTS;
 
@@ -120,7 +120,13 @@ fn suite_with<'a>(state: &'a State, suite_key: &str, secret: &str) -> Option<&'a
     use subtle::ConstantTimeEq;
     state.suites.iter().find(|suite| {
         suite.suite_key == suite_key
-            && bool::from(suite.suite_secret.expose().as_bytes().ct_eq(secret.as_bytes()))
+            && bool::from(
+                suite
+                    .suite_secret
+                    .expose()
+                    .as_bytes()
+                    .ct_eq(secret.as_bytes()),
+            )
     })
 }
 
@@ -152,7 +158,10 @@ fn unified_token(state: &mut State, params: &Params, now_ms: i64) -> Result<Valu
         let (token, expires_in) = state.issue_corp_token(&suite_key, corp_id, agent_id, now_ms);
         return Ok(json!({ "access_token": token, "expires_in": expires_in }));
     }
-    let Some(app_key) = state.app_with(client_id, secret).map(|app| app.app_key.clone()) else {
+    let Some(app_key) = state
+        .app_with(client_id, secret)
+        .map(|app| app.app_key.clone())
+    else {
         return Err(openapi_error(
             400,
             "invalid.client",
@@ -169,8 +178,7 @@ fn corp_access_token(
     params: &Params,
     now_ms: i64,
 ) -> Result<Value, OpenApiError> {
-    let Some(suite) = suite_with(state, params.text("suiteKey"), params.text("suiteSecret"))
-    else {
+    let Some(suite) = suite_with(state, params.text("suiteKey"), params.text("suiteSecret")) else {
         return Err(openapi_error(
             400,
             "invalidSuiteKey",
@@ -208,33 +216,54 @@ fn get_corp_token(state: &mut State, params: &Params, now_ms: i64) -> Answer {
         .iter()
         .find(|suite| suite.suite_key == params.text("accessKey"))
     else {
-        return Err(ApiError::code(853003, "accessKey不存在 (unknown accessKey)"));
+        return Err(ApiError::code(
+            853003,
+            "accessKey不存在 (unknown accessKey)",
+        ));
     };
     let timestamp_text = params.text("timestamp");
     let Ok(timestamp) = timestamp_text.parse::<i64>() else {
-        return Err(ApiError::code(853001, "timestamp参数不合法 (timestamp is not in milliseconds)"));
+        return Err(ApiError::code(
+            853001,
+            "timestamp参数不合法 (timestamp is not in milliseconds)",
+        ));
     };
     // A timestamp in seconds is three digits short of DingTalk's milliseconds.
     if timestamp < 100_000_000_000 {
-        return Err(ApiError::code(853001, "timestamp参数不合法 (timestamp is not in milliseconds)"));
+        return Err(ApiError::code(
+            853001,
+            "timestamp参数不合法 (timestamp is not in milliseconds)",
+        ));
     }
     if (now_ms - timestamp).abs() > SIGNATURE_SKEW_MS {
-        return Err(ApiError::code(853002, "timestamp与服务器时间相差过大 (timestamp too far from DingTalk's clock)"));
+        return Err(ApiError::code(
+            853002,
+            "timestamp与服务器时间相差过大 (timestamp too far from DingTalk's clock)",
+        ));
     }
     let ticket = params.text("suiteTicket");
     if ticket.is_empty() {
-        return Err(ApiError::code(41023, "缺少suiteTicket参数 (missing suite ticket)"));
+        return Err(ApiError::code(
+            41023,
+            "缺少suiteTicket参数 (missing suite ticket)",
+        ));
     }
     let expected = signature(suite.suite_secret.expose(), timestamp_text, ticket);
     if params.text("signature") != expected {
         return Err(ApiError::code(853004, "签名不匹配 (signature mismatch)"));
     }
     if ticket != suite.suite_ticket {
-        return Err(ApiError::code(40085, "不存在的suite ticket (unknown suite ticket)"));
+        return Err(ApiError::code(
+            40085,
+            "不存在的suite ticket (unknown suite ticket)",
+        ));
     }
     let corp_id = params.text("auth_corpid");
     let Some(corp) = corp_of(suite, corp_id) else {
-        return Err(ApiError::code(48004, "授权关系不存在 (no authorisation relation)"));
+        return Err(ApiError::code(
+            48004,
+            "授权关系不存在 (no authorisation relation)",
+        ));
     };
     let (suite_key, agent_id) = (suite.suite_key.clone(), corp.agent_id);
     let (token, expires_in) = state.issue_corp_token(&suite_key, corp_id, agent_id, now_ms);
@@ -262,7 +291,8 @@ fn authorise(
     let owner = state.authenticate(params.text("access_token"), now_ms)?;
     if let Some((_, agent_id)) = &owner.corp {
         // A corp's token opens only that corp's agent: another corp's tasks are not found.
-        if endpoint != Endpoint::AsyncSend && params.text("agent_id").trim() != agent_id.to_string() {
+        if endpoint != Endpoint::AsyncSend && params.text("agent_id").trim() != agent_id.to_string()
+        {
             return Err(ApiError::invalid_parameter(
                 "agent_id does not belong to the organisation of this access token",
             ));

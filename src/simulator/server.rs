@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::api::{self, Answer, ApiError, Endpoint, Params};
-use super::endpoint::unified_token_corp;
 use super::control;
+use super::endpoint::unified_token_corp;
 use super::faults::{self, FaultKind};
 use super::state::{Shared, State};
 use super::wire::{CloseConnection, HttpResponse, json_response, read_body, respond};

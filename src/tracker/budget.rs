@@ -269,7 +269,10 @@ impl MonthlyCallGate {
         telemetry: Arc<Telemetry>,
         now_ms: i64,
     ) -> Result<MonthlyCallGate, StoreError> {
-        let scope_key = scope.as_ref().map(BudgetScope::store_key).unwrap_or_default();
+        let scope_key = scope
+            .as_ref()
+            .map(BudgetScope::store_key)
+            .unwrap_or_default();
         let exhausted_key = match &scope {
             None => QUOTA_EXHAUSTED_KEY.to_string(),
             Some(_) => format!("{QUOTA_EXHAUSTED_KEY}/{scope_key}"),
