@@ -593,6 +593,22 @@ impl Shared {
         Ok(())
     }
 
+    /// DingTalk pushes a new suite ticket; returns whether the suite exists.
+    pub fn set_suite_ticket(&self, suite_key: &str, ticket: &str) -> bool {
+        let mut state = self.lock();
+        match state
+            .suites
+            .iter_mut()
+            .find(|suite| suite.suite_key == suite_key)
+        {
+            Some(suite) => {
+                suite.suite_ticket = ticket.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn expire_tokens(&self) -> usize {
         let now_ms = self.now_ms();
         self.lock().expire_tokens(now_ms)
