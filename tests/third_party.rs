@@ -109,15 +109,15 @@ async fn wait_for_state(exporter: &ExporterProcess, agent_id: i64, task_id: i64,
 }
 
 /// Under each token API, the tasks of two corps complete, each polled with its own corp's
-/// token (the simulator refuses another corp's token), and their answers and series say
-/// which corp they belong to.
+/// token (the simulator refuses another corp's token), their answers and series say which
+/// corp they belong to, and the debug log holds no token, secret or ticket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_corps_complete_under_each_token_api() {
     for token_api in TOKEN_APIS {
         let sim = simulator(0).await;
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &sim, token_api, SUITE_SECRET);
-        let exporter = start_exporter(dir.path(), &config, &[]);
+        let exporter = start_exporter(dir.path(), &config, &["--log.level", "debug"]);
         let acme_task = sim.add_task(ACME.2, quick());
         let globex_task = sim.add_task(GLOBEX.2, quick());
         register(&exporter, ACME.2, acme_task).await;
@@ -162,6 +162,18 @@ async fn two_corps_complete_under_each_token_api() {
         };
         assert!(calls >= 2, "{token_api}: {calls} token requests");
         assert_eq!(stats.calls.gettoken, 0, "{token_api}: gettoken used");
+        let logs = exporter.logs();
+        for secret in sim
+            .issued_tokens()
+            .iter()
+            .map(String::as_str)
+            .chain([SUITE_SECRET, FIRST_TICKET])
+        {
+            assert!(
+                !logs.contains(secret),
+                "{token_api}: a secret is in the debug log"
+            );
+        }
     }
 }
 
@@ -414,6 +426,38 @@ async fn reload_adds_and_removes_corps() {
         metric(&exporter, "dingtalk_up", &globex_labels).await,
         Some(1.0)
     );
+}
+
+/// An internal app may take its token from the unified token API with its own corp id: its
+/// tasks complete, its series carry no `corp` label, and `gettoken` is never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_app_on_the_unified_token_api() {
+    use dingtalk_exporter::simulator::{DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET};
+    let sim = simulator(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dingtalk: {{api_url: '{url}', openapi_url: '{url}'}}\n\
+             apps:\n  - {{name: hr, agent_id: {DEMO_AGENT_ID}, app_key: {DEMO_APP_KEY}, \
+             app_secret: {DEMO_APP_SECRET}, token_api: unified, corp_id: dingownorg}}\n",
+            url = sim.url()
+        ),
+    )
+    .unwrap();
+    let exporter = start_exporter(dir.path(), config.to_str().unwrap(), &[]);
+    let task_id = sim.add_task(DEMO_AGENT_ID, quick());
+    register(&exporter, DEMO_AGENT_ID, task_id).await;
+    wait_for_state(&exporter, DEMO_AGENT_ID, task_id, "completed").await;
+    let task = task_json(&exporter, DEMO_AGENT_ID, task_id).await.unwrap();
+    assert_eq!(task["app"], "hr");
+    assert_eq!(task["corp"], serde_json::Value::Null);
+    let stats = sim.stats();
+    assert_eq!(stats.calls.gettoken, 0);
+    assert!(stats.calls.unified_token >= 1);
+    let text = get_text(&exporter.url("/metrics")).await.unwrap();
+    assert!(text.contains("dingtalk_up{app=\"hr\"} 1"), "{text}");
 }
 
 /// `--config.check` reports every problem of a third-party app at once and prints no secret.
