@@ -460,6 +460,115 @@ async fn internal_app_on_the_unified_token_api() {
     assert!(text.contains("dingtalk_up{app=\"hr\"} 1"), "{text}");
 }
 
+/// The simulator's signed corp-token endpoint checks what DingTalk checks: the timestamp in
+/// milliseconds and within a minute, the signature (percent-decoded once), the current
+/// ticket and the authorisation; a corp's token opens only that corp's agent.
+#[tokio::test]
+async fn simulator_checks_the_signed_corp_token_request() {
+    use dingtalk_exporter::dingtalk::corp_token::corp_token_signature;
+    let sim = simulator(0).await;
+    let http = reqwest::Client::new();
+    let ask = |timestamp: i64, ticket: &str, signature: String, corp: &str| {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/service/get_corp_token", sim.url())).unwrap();
+        url.query_pairs_mut()
+            .append_pair("accessKey", SUITE_KEY)
+            .append_pair("timestamp", &timestamp.to_string())
+            .append_pair("suiteTicket", ticket)
+            .append_pair("signature", &signature);
+        let request = http
+            .post(url)
+            .json(&serde_json::json!({"auth_corpid": corp}));
+        async move {
+            let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    let now = sim.now_ms();
+    let signed =
+        |timestamp: i64, ticket: &str| corp_token_signature(SUITE_SECRET, timestamp, ticket);
+    let good = ask(now, FIRST_TICKET, signed(now, FIRST_TICKET), ACME.0).await;
+    assert_eq!(good["errcode"], 0, "{good}");
+    let token = good["access_token"].as_str().unwrap().to_string();
+    let again = ask(now, FIRST_TICKET, signed(now, FIRST_TICKET), ACME.0).await;
+    assert_ne!(
+        again["access_token"], good["access_token"],
+        "a new token every call"
+    );
+
+    let seconds = now / 1000;
+    let cases = [
+        (
+            ask(seconds, FIRST_TICKET, signed(seconds, FIRST_TICKET), ACME.0).await,
+            853001,
+        ),
+        (
+            ask(
+                now - 120_000,
+                FIRST_TICKET,
+                signed(now - 120_000, FIRST_TICKET),
+                ACME.0,
+            )
+            .await,
+            853002,
+        ),
+        (
+            ask(
+                now,
+                FIRST_TICKET,
+                signed(now, FIRST_TICKET)
+                    .replace('+', "%2B")
+                    .replace('/', "%2F")
+                    .replace('=', "%3D"),
+                ACME.0,
+            )
+            .await,
+            853004,
+        ),
+        (
+            ask(
+                now,
+                FIRST_TICKET,
+                corp_token_signature("wrong", now, FIRST_TICKET),
+                ACME.0,
+            )
+            .await,
+            853004,
+        ),
+        (
+            ask(now, "old-ticket", signed(now, "old-ticket"), ACME.0).await,
+            40085,
+        ),
+        (ask(now, "", signed(now, ""), ACME.0).await, 41023),
+        (
+            ask(now, FIRST_TICKET, signed(now, FIRST_TICKET), "dingstranger").await,
+            48004,
+        ),
+    ];
+    for (answer, errcode) in cases {
+        assert_eq!(answer["errcode"], errcode, "{answer}");
+    }
+
+    // acme's token asks about acme's agent, never about globex's.
+    let globex_task = sim.add_task(GLOBEX.2, quick());
+    let progress = |agent_id: i64, task_id: i64| {
+        let url = format!(
+            "{}/topapi/message/corpconversation/getsendprogress?access_token={token}",
+            sim.url()
+        );
+        let request = http
+            .post(url)
+            .json(&serde_json::json!({"agent_id": agent_id, "task_id": task_id}));
+        async move {
+            let answer: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+            answer
+        }
+    };
+    assert_eq!(progress(GLOBEX.2, globex_task).await["errcode"], 40035);
+    let acme_task = sim.add_task(ACME.2, quick());
+    assert_eq!(progress(ACME.2, acme_task).await["errcode"], 0);
+}
+
 /// `--config.check` reports every problem of a third-party app at once and prints no secret.
 #[test]
 fn config_check_reports_third_party_problems_together() {
