@@ -89,7 +89,7 @@ impl Telemetry {
             IntCounterVec::new(
                 Opts::new(
                     "dingtalk_token_refreshes_total",
-                    "Access token fetches (gettoken) by app.",
+                    "Access token fetches by app (and corp, for third-party apps).",
                 ),
                 labels,
             )
@@ -99,7 +99,7 @@ impl Telemetry {
             IntCounterVec::new(
                 Opts::new(
                     "dingtalk_token_refresh_failures_total",
-                    "Failed access token fetches by app.",
+                    "Failed access token fetches by app (and corp, for third-party apps).",
                 ),
                 labels,
             )
@@ -109,7 +109,7 @@ impl Telemetry {
             GaugeVec::new(
                 Opts::new(
                     "dingtalk_token_expiry_timestamp_seconds",
-                    "When the cached access token of an app expires.",
+                    "When the cached access token of an app (of a corp, for third-party apps) expires.",
                 ),
                 labels,
             )
@@ -119,7 +119,7 @@ impl Telemetry {
             IntGaugeVec::new(
                 Opts::new(
                 "dingtalk_up",
-                "1 when the app's last DingTalk call reached DingTalk and was authenticated, else 0.",
+                "1 when the last DingTalk call of an app (of a corp, for third-party apps) reached DingTalk and was authenticated, else 0.",
             ),
                 labels,
             )
@@ -129,7 +129,7 @@ impl Telemetry {
             GaugeVec::new(
                 Opts::new(
                     "dingtalk_last_poll_success_timestamp_seconds",
-                    "When a poll of an app's task last got a successful answer.",
+                    "When a poll of a task of an app (of a corp, for third-party apps) last got a successful answer.",
                 ),
                 labels,
             )

@@ -62,7 +62,7 @@ const STATUS: Family = Family {
 };
 const INFO: Family = Family {
     name: "dingtalk_task_info",
-    help: "Always 1; labels name the app whose credentials poll a tracked task and the task's name.",
+    help: "Always 1; labels name the app (and corp, for third-party apps) whose credentials poll a tracked task and the task's name.",
 };
 const CREATED: Family = Family {
     name: "dingtalk_task_created_timestamp_seconds",
@@ -103,7 +103,7 @@ const TASKS_BY_STATE: Family = Family {
 };
 const MONTH_CALL_BUDGET: Family = Family {
     name: "dingtalk_api_month_call_budget",
-    help: "The configured budget of metered DingTalk calls per calendar month (--dingtalk.monthly-call-budget).",
+    help: "The configured budget of metered DingTalk calls per calendar month (--dingtalk.monthly-call-budget; a third-party corp's monthly_call_budget with app and corp).",
 };
 
 /// The task series of one scrape, written straight as text from the snapshot: no

@@ -90,6 +90,7 @@ pub(crate) fn answer(
         Endpoint::AsyncSend => authorise(state, endpoint, params, now_ms)
             .and_then(|()| async_send(state, params, now_ms)),
         Endpoint::GetCorpToken => get_corp_token(state, params, now_ms),
+        // The server answers these through `openapi_answer`, in the newer host's form.
         Endpoint::UnifiedToken | Endpoint::CorpAccessToken => Err(ApiError::unknown_path()),
     }
 }
