@@ -183,16 +183,11 @@ impl AppDirectory for Exporter {
     }
 
     fn quota_scope(&self, agent_id: i64) -> String {
-        match self.config().app_for_agent(agent_id) {
-            Some(app) if app.corp.is_some() => {
-                format!(
-                    "{}/{}",
-                    app.name,
-                    app.corp_id.as_deref().unwrap_or_default()
-                )
-            }
-            _ => String::new(),
-        }
+        self.config()
+            .app_for_agent(agent_id)
+            .and_then(budget_scope)
+            .map(|scope| scope.store_key())
+            .unwrap_or_default()
     }
 }
 
@@ -245,6 +240,17 @@ fn build_clients(
     Ok(clients)
 }
 
+/// The quota scope of a third-party app's corp; `None` for an internal app, whose calls
+/// count toward its organisation's quota.
+fn budget_scope(app: &AppConfig) -> Option<BudgetScope> {
+    let (corp, corp_id) = (app.corp.as_ref()?, app.corp_id.as_ref()?);
+    Some(BudgetScope {
+        app: app.name.clone(),
+        corp_id: corp_id.clone(),
+        corp: corp.name.clone(),
+    })
+}
+
 /// The monthly gates of third-party corps, one per app and corp, kept across reloads (a
 /// reload changes a gate's budget; the count stays).
 struct CorpGates {
@@ -256,13 +262,8 @@ struct CorpGates {
 impl CorpGates {
     /// The gate of `app`'s corp with the corp's budget; `None` for an internal app.
     fn gate_for(&self, app: &AppConfig) -> Result<Option<Arc<dyn CallGate>>, String> {
-        let (Some(corp), Some(corp_id)) = (&app.corp, &app.corp_id) else {
+        let (Some(scope), Some(corp)) = (budget_scope(app), &app.corp) else {
             return Ok(None);
-        };
-        let scope = BudgetScope {
-            app: app.name.clone(),
-            corp_id: corp_id.clone(),
-            corp: corp.name.clone(),
         };
         let mut gates = self
             .gates
