@@ -194,13 +194,19 @@ pub async fn run(args: SimulatorArgs) -> Result<(), String> {
     let app_keys = app_keys.join(", ");
     let seed = config.seed;
     let simulator = Simulator::start(config).await?;
-    println!("DingTalk API simulator listening on {}", simulator.url());
-    println!("  apps: {app_keys}");
-    println!("  fault and quirk seed: {seed}");
-    println!(
-        "  control API: {}/_sim/ (stats, tasks, faults, behaviour, expire-tokens, tokens)",
-        simulator.url()
+    // A reader that stops reading (`simulate | head -1`, a script that only wanted the
+    // address) must not stop the simulator: write errors of the banner are ignored.
+    let banner = format!(
+        "DingTalk API simulator listening on {url}\n  apps: {app_keys}\n  fault and quirk seed: {seed}\n  \
+         control API: {url}/_sim/ (stats, tasks, faults, behaviour, expire-tokens, suite-ticket, tokens)\n",
+        url = simulator.url()
     );
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes());
+        let _ = stdout.flush();
+    }
     stop_signal().await?;
     simulator.shutdown().await;
     Ok(())
