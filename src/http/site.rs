@@ -61,9 +61,11 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 1024,
-            // Prometheus uses one connection per target, an HA pair two; scripts a few. A
-            // quarter of the slots leaves the rest to everyone else.
-            max_connections_per_address: 256,
+            // Prometheus uses one connection per target, an HA pair two; scripts a few, a
+            // load test or a burst of parallel requests (exporter-toolkit's own tests send
+            // 300 at once) a few hundred. Half of the slots serves such a burst whole and
+            // still leaves the other half to everyone else.
+            max_connections_per_address: 512,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             // Scrapers and API clients send well under 1 KiB; 64 KiB leaves room for long
