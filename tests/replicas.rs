@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{ExporterProcess, eventually, get_text, metric, sample, task_json};
-use dingtalk_exporter::simulator::{CallRecord, SimApp, SimConfig, Simulator, Timeline};
+use dingtalk_exporter::simulator::{
+    CallRecord, SimApp, SimConfig, SimCorp, SimSuite, Simulator, Timeline,
+};
 use postgres_common::{PASSWORD, PgCluster};
 
 const SECRET: &str = "s3cret-replicas-8e1f";
@@ -108,6 +110,19 @@ async fn owners(replicas: &[&ExporterProcess], app: &str) -> Vec<usize> {
         }
     }
     owning
+}
+
+/// The one replica owning `corp` of the third-party app `isv-suite` now; `None` while none
+/// or several do.
+async fn corp_owner(replicas: &[ExporterProcess], corp: &str) -> Option<usize> {
+    let mut owning = Vec::new();
+    for (index, replica) in replicas.iter().enumerate() {
+        let labels = [("app", "isv-suite"), ("corp", corp)];
+        if metric(replica, "dingtalk_ha_owner", &labels).await == Some(1.0) {
+            owning.push(index);
+        }
+    }
+    (owning.len() == 1).then(|| owning[0])
 }
 
 /// `name type` of each family in an exposition's `# TYPE` lines, sorted.
@@ -394,6 +409,115 @@ async fn the_budget_holds_across_replicas() {
         "the replicas made {} metered calls on a budget of 12 (12 when the counter filled: {spent_at})",
         sim.stats().metered_calls
     );
+}
+
+/// Each corp of a third-party app is leased on its own: two replicas own one corp each
+/// (`dingtalk_ha_owner{app,corp}`), and each corp's monthly budget holds across them,
+/// counted in the database apart from the other corp's.
+#[tokio::test]
+async fn each_corp_of_a_third_party_app_is_leased_and_budgeted_apart() {
+    let Some(pg) = PgCluster::start() else { return };
+    const SUITE_KEY: &str = "suitereplicas01";
+    const TICKET: &str = "ticket-replicas-4b2a";
+    let corps = [
+        ("dingacme01", "acme", 41_001),
+        ("dingglobex02", "globex", 41_002),
+    ];
+    let sim = Simulator::start(SimConfig {
+        suites: vec![SimSuite {
+            suite_key: SUITE_KEY.to_string(),
+            suite_secret: dingtalk_exporter::secret::Secret::new(SECRET),
+            suite_ticket: TICKET.to_string(),
+            corps: corps
+                .iter()
+                .map(|(corp_id, _, agent_id)| SimCorp {
+                    corp_id: corp_id.to_string(),
+                    agent_id: *agent_id,
+                    monthly_quota: 0,
+                })
+                .collect(),
+        }],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let dir = pg.path();
+    std::fs::write(dir.join("suite_secret"), format!("{SECRET}\n")).unwrap();
+    std::fs::write(dir.join("suite_ticket"), format!("{TICKET}\n")).unwrap();
+    let mut yaml = format!(
+        "dingtalk:\n  api_url: {url}\n  openapi_url: {url}\n\
+         apps:\n  - name: isv-suite\n    kind: third_party\n    suite_key: {SUITE_KEY}\n\
+         \x20   suite_secret_file: suite_secret\n    suite_ticket_file: suite_ticket\n\
+         \x20   corps:\n",
+        url = sim.url()
+    );
+    for (corp_id, name, agent_id) in corps {
+        yaml.push_str(&format!(
+            "      - {{corp_id: {corp_id}, name: {name}, agent_id: {agent_id}, monthly_call_budget: 5}}\n"
+        ));
+    }
+    let config = dir.join("config.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let config = config.to_str().unwrap();
+    let replicas = [replica(&pg, config, &[]), replica(&pg, config, &[])];
+
+    eventually(
+        "one replica owns each corp, not the same one",
+        WAIT,
+        || async {
+            let acme = corp_owner(&replicas, "acme").await?;
+            let globex = corp_owner(&replicas, "globex").await?;
+            (acme != globex).then_some(())
+        },
+    )
+    .await;
+
+    for (_, _, agent_id) in corps {
+        for _ in 0..4 {
+            let task = sim.add_task(agent_id, Timeline::stalled_at(10.0));
+            assert_eq!(register(&replicas[0], agent_id, task).await, 201);
+        }
+    }
+    for (corp_id, _, _) in corps {
+        let counted = format!(
+            "SELECT coalesce(sum(calls), 0) FROM month_calls WHERE scope = 'isv-suite/{corp_id}'"
+        );
+        eventually(&format!("{corp_id}'s budget spent"), WAIT, || async {
+            (pg.psql(&counted) == "5").then_some(())
+        })
+        .await;
+    }
+    // Only a corp's owner calls for it, so the owner shows its count; the other replica
+    // shows the count as it last saw it.
+    for (_, corp, _) in corps {
+        let owner = corp_owner(&replicas, corp)
+            .await
+            .expect("the corp has one owner");
+        let labels = [("app", "isv-suite"), ("corp", corp)];
+        eventually(
+            &format!("{corp}'s owner shows its budget spent"),
+            WAIT,
+            || async {
+                (metric(&replicas[owner], "dingtalk_api_month_calls", &labels).await == Some(5.0))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let stats = sim.stats();
+    for (corp_id, _, _) in corps {
+        let calls = stats.corp_month_calls.get(corp_id).copied().unwrap_or(0);
+        assert!(
+            calls <= 5,
+            "{corp_id} was called {calls} times on a budget of 5"
+        );
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM month_calls WHERE scope = ''"),
+        "0",
+        "a corp's calls were counted as the organisation's"
+    );
+    assert_one_poller_at_a_time(&sim.call_log());
 }
 
 /// The database crashes and comes back: every registration acknowledged before, during and

@@ -220,28 +220,31 @@ local promql = import '../lib/promql.libsonnet';
     {
       name: 'DingTalkNoReplicaOwnsApp',
       severity: 'critical',
-      // Only replicas on a shared database export dingtalk_ha_owner; one 1 per app is right.
-      query: 'sum by (job, app) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
+      // Only replicas on a shared database export dingtalk_ha_owner; one 1 per app is right
+      // (per corp of a third-party app: each corp is leased apart, so by corp too).
+      query: 'sum by (job, app, corp) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
       comparison: '<',
       threshold: 1,
       'for': $._config.haNoOwnerFor,
       summary: 'No replica polls a DingTalk app.',
       description: |||
-        No replica of job {{ $labels.job }} holds the lease on app {{ $labels.app }}: none
-        of its tasks is polled.
+        No replica of job {{ $labels.job }} holds the lease on app
+        {{ $labels.app }}{{ with $labels.corp }} (corp {{ . }}){{ end }}: none of its tasks
+        is polled.
       |||,
     },
     {
       name: 'DingTalkAppOwnedTwice',
       severity: 'warning',
-      query: 'sum by (job, app) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
+      query: 'sum by (job, app, corp) (%s)' % promql.selector('dingtalk_ha_owner', self.matchers),
       comparison: '>',
       threshold: 1,
       'for': $._config.haTwoOwnersFor,
       summary: 'Several replicas claim to poll the same DingTalk app.',
       description: |||
         {{ $value }} replicas of job {{ $labels.job }} claim the lease on app
-        {{ $labels.app }}: its tasks may be polled twice, spending the quota twice.
+        {{ $labels.app }}{{ with $labels.corp }} (corp {{ . }}){{ end }}: its tasks may be
+        polled twice, spending the quota twice.
       |||,
     },
     {

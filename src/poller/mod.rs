@@ -27,10 +27,18 @@ pub trait AppDirectory: Send + Sync {
     /// The poll settings in force now.
     fn poll_settings(&self) -> PollSettings;
     /// Whether this exporter polls the tasks of `agent_id` now: always, unless several
-    /// replicas share the store and another one holds the lease on the agent's app.
+    /// replicas share the store and another one holds the lease on the agent's app (on its
+    /// corp, for a third-party app).
     fn polls_agent(&self, agent_id: i64) -> bool {
         let _ = agent_id;
         true
+    }
+    /// Whose monthly quota the calls about tasks of `agent_id` spend: tasks of one scope
+    /// pause together when their budget or quota holds calls back, and only they do. The
+    /// internal apps share their organisation's (the empty scope); each corp of a
+    /// third-party app has its own.
+    fn quota_scope(&self, _agent_id: i64) -> String {
+        String::new()
     }
 }
 

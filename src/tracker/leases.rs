@@ -24,8 +24,9 @@ use tokio::sync::watch;
 use super::postgres::with_client;
 use crate::telemetry::Telemetry;
 
-/// What a lease is about: an app, and for a third-party app one corp of it (`""` for an
-/// internal app), as in the `leases` table's key.
+/// What a lease is about: an app, and for a third-party app one corp of it by its `corp`
+/// label (`""` for an internal app), as in the `leases` table's key and in the labels of
+/// the lease metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LeaseKey {
     pub app: String,
@@ -39,6 +40,19 @@ impl LeaseKey {
             app: name.to_string(),
             corp: String::new(),
         }
+    }
+
+    /// The lease of one corp (by its `corp` label) of a third-party app.
+    pub fn corp(app: &str, corp: &str) -> LeaseKey {
+        LeaseKey {
+            app: app.to_string(),
+            corp: corp.to_string(),
+        }
+    }
+
+    /// The `corp` label of the lease's metrics: none for an internal app.
+    pub fn corp_label(&self) -> Option<&str> {
+        (!self.corp.is_empty()).then_some(self.corp.as_str())
     }
 }
 
@@ -122,7 +136,7 @@ impl Leases {
             let held = self.lock().keys().cloned().collect::<HashSet<_>>();
             for key in &wanted {
                 self.telemetry
-                    .record_lease_owner(&key.app, held.contains(key));
+                    .record_lease_owner(&key.app, key.corp_label(), held.contains(key));
             }
             let pause = self.renew_every().saturating_sub(started.elapsed());
             tokio::select! {
@@ -136,7 +150,8 @@ impl Leases {
     pub async fn release_all(&self, pool: &Pool) {
         let held: Vec<LeaseKey> = self.lock().drain().map(|(key, _)| key).collect();
         for key in &held {
-            self.telemetry.record_lease_owner(&key.app, false);
+            self.telemetry
+                .record_lease_owner(&key.app, key.corp_label(), false);
         }
         let replica = self.replica.clone();
         let outcome = with_client(pool, async |client| {
@@ -169,9 +184,10 @@ impl Leases {
     }
 
     fn lost(&self, key: &LeaseKey, why: &str) {
-        tracing::warn!(app = %key.app, replica = %self.replica, "lost the lease on an app's polling: {why}; this replica stops polling it");
-        self.telemetry.record_lease_owner(&key.app, false);
-        self.telemetry.record_lease_loss(&key.app);
+        tracing::warn!(app = %key.app, corp = %key.corp, replica = %self.replica, "lost the lease on an app's polling: {why}; this replica stops polling it");
+        self.telemetry
+            .record_lease_owner(&key.app, key.corp_label(), false);
+        self.telemetry.record_lease_loss(&key.app, key.corp_label());
     }
 
     /// One round: heartbeat, renew what is held, take or hand back to reach the share.
@@ -278,7 +294,8 @@ impl Leases {
         .await?;
         if renewed == 1 {
             self.lock().insert(key.clone(), sent + self.lasts());
-            self.telemetry.record_lease_renewal(&key.app);
+            self.telemetry
+                .record_lease_renewal(&key.app, key.corp_label());
         } else if self.lock().remove(key).is_some() {
             self.lost(key, "another replica holds it now");
         }
@@ -307,9 +324,11 @@ impl Leases {
         .is_some();
         if taken {
             self.lock().insert(key.clone(), sent + self.lasts());
-            tracing::info!(app = %key.app, replica = %self.replica, "took the lease on an app's polling");
-            self.telemetry.record_lease_owner(&key.app, true);
-            self.telemetry.record_lease_renewal(&key.app);
+            tracing::info!(app = %key.app, corp = %key.corp, replica = %self.replica, "took the lease on an app's polling");
+            self.telemetry
+                .record_lease_owner(&key.app, key.corp_label(), true);
+            self.telemetry
+                .record_lease_renewal(&key.app, key.corp_label());
         }
         Ok(taken)
     }
@@ -320,12 +339,13 @@ impl Leases {
         if self.lock().remove(key).is_none() {
             return Ok(());
         }
-        self.telemetry.record_lease_owner(&key.app, false);
+        self.telemetry
+            .record_lease_owner(&key.app, key.corp_label(), false);
         self.handed_back
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(key.clone(), Instant::now());
-        tracing::info!(app = %key.app, replica = %self.replica, "handing an app's polling to another replica");
+        tracing::info!(app = %key.app, corp = %key.corp, replica = %self.replica, "handing an app's polling to another replica");
         let fence_ms = i64::try_from(self.renew_every().as_millis()).unwrap_or(i64::MAX);
         let (app, corp, replica) = (key.app.clone(), key.corp.clone(), self.replica.clone());
         with_client(pool, async |client| {
@@ -366,7 +386,7 @@ mod tests {
             .insert(hr.clone(), Instant::now() + Duration::from_secs(2));
         assert!(!leases.owns(&hr), "inside the fence: held, but not polled");
 
-        telemetry.record_lease_owner("hr", true);
+        telemetry.record_lease_owner("hr", None, true);
         leases.expire_local();
         assert!(!leases.owns(&hr));
         assert_eq!(

@@ -86,9 +86,13 @@ const MIGRATIONS: &[Migration] = &[Migration {
             recipients_expected BIGINT,
             PRIMARY KEY (agent_id, task_id)
         );
+        -- Monthly call counts per quota scope, as in the SQLite store: '' for the
+        -- organisation of the internal apps, `app/corp_id` for each corp of a third-party app.
         CREATE TABLE month_calls (
-            month TEXT NOT NULL PRIMARY KEY,
-            calls BIGINT NOT NULL
+            scope TEXT NOT NULL,
+            month TEXT NOT NULL,
+            calls BIGINT NOT NULL,
+            PRIMARY KEY (scope, month)
         );
         CREATE TABLE exporter_state (
             key TEXT NOT NULL PRIMARY KEY,
@@ -520,7 +524,8 @@ impl TaskStore for PostgresStore {
         )
     }
 
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
+        let scope = scope.to_string();
         let month = month.to_string();
         let shown = month.clone();
         self.run(
@@ -528,7 +533,10 @@ impl TaskStore for PostgresStore {
             |pool| async move {
                 let client = connection(&pool).await?;
                 let calls: Option<i64> = client
-                    .query_opt("SELECT calls FROM month_calls WHERE month = $1", &[&month])
+                    .query_opt(
+                        "SELECT calls FROM month_calls WHERE scope = $1 AND month = $2",
+                        &[&scope, &month],
+                    )
                     .await?
                     .map(|row| row.get(0));
                 calls.map_or(Ok(0), |calls| to_count("month_calls.calls", calls))
@@ -536,17 +544,19 @@ impl TaskStore for PostgresStore {
         )
     }
 
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
-        self.add_month_calls_within(month, calls, 0)
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
+        self.add_month_calls_within(scope, month, calls, 0)
             .map(|grant| grant.total)
     }
 
     fn add_month_calls_within(
         &self,
+        scope: &str,
         month: &str,
         calls: u64,
         ceiling: u64,
     ) -> Result<MonthGrant, StoreError> {
+        let scope = scope.to_string();
         let month = month.to_string();
         let shown = month.clone();
         self.run(
@@ -555,17 +565,18 @@ impl TaskStore for PostgresStore {
                 let mut client = connection(&pool).await?;
                 let tx = client.transaction().await?;
                 tx.execute(
-                    "INSERT INTO month_calls (month, calls) VALUES ($1, 0) \
-                     ON CONFLICT (month) DO NOTHING",
-                    &[&month],
+                    "INSERT INTO month_calls (scope, month, calls) VALUES ($1, $2, 0) \
+                     ON CONFLICT (scope, month) DO NOTHING",
+                    &[&scope, &month],
                 )
                 .await?;
                 // The row lock makes reading, checking and raising the count one step for
                 // every replica: two cannot both take the last call of the budget.
                 let current: i64 = tx
                     .query_one(
-                        "SELECT calls FROM month_calls WHERE month = $1 FOR UPDATE",
-                        &[&month],
+                        "SELECT calls FROM month_calls \
+                         WHERE scope = $1 AND month = $2 FOR UPDATE",
+                        &[&scope, &month],
                     )
                     .await?
                     .get(0);
@@ -577,8 +588,8 @@ impl TaskStore for PostgresStore {
                 };
                 let total = current.saturating_add(granted);
                 tx.execute(
-                    "UPDATE month_calls SET calls = $2 WHERE month = $1",
-                    &[&month, &to_column("calls", total)?],
+                    "UPDATE month_calls SET calls = $3 WHERE scope = $1 AND month = $2",
+                    &[&scope, &month, &to_column("calls", total)?],
                 )
                 .await?;
                 tx.commit().await?;

@@ -43,28 +43,32 @@ pub trait TaskStore: Send + Sync {
     /// Every stored task, in no particular order.
     fn load_all(&self) -> Result<Vec<Task>, StoreError>;
 
-    /// Metered calls counted for a quota month (`YYYY-MM`); 0 for a month never seen.
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError>;
+    /// Metered calls counted for a quota month (`YYYY-MM`) of a quota scope (`""` for the
+    /// internal apps' organisation, `app/corp_id` for a third-party corp); 0 for a month
+    /// never seen.
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError>;
 
-    /// Adds `calls` to a quota month's counter and returns the new total.
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError>;
+    /// Adds `calls` to a scope's quota month counter and returns the new total.
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError>;
 
-    /// Adds as many of `calls` as fit under `ceiling` (0: no ceiling) to a quota month's
-    /// counter, checking and adding in one step. A store shared by several exporters must
-    /// override this: each exporter's own view of the count is stale by the others' calls.
-    /// A store of one exporter can rely on that exporter's ledger, which admits no call past
-    /// the ceiling, and count them all.
+    /// Adds as many of `calls` as fit under `ceiling` (0: no ceiling) to a scope's quota
+    /// month counter, checking and adding in one step. A store shared by several exporters
+    /// must override this: each exporter's own view of the count is stale by the others'
+    /// calls. A store of one exporter can rely on that exporter's ledger, which admits no
+    /// call past the ceiling, and count them all.
     fn add_month_calls_within(
         &self,
+        scope: &str,
         month: &str,
         calls: u64,
         ceiling: u64,
     ) -> Result<MonthGrant, StoreError> {
         let _ = ceiling;
-        self.add_month_calls(month, calls).map(|total| MonthGrant {
-            total,
-            granted: calls,
-        })
+        self.add_month_calls(scope, month, calls)
+            .map(|total| MonthGrant {
+                total,
+                granted: calls,
+            })
     }
 
     /// One stored task; `None` when it is not stored (anymore).
