@@ -15,7 +15,8 @@ use crate::secret::Secret;
 use super::{
     AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP,
     DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
-    DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
+    DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_POLL_STALL_AFTER,
+    DEFAULT_POLL_STALLED_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
     DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, StaticTask, WebSettings, file,
     rules,
@@ -153,6 +154,14 @@ const MIN_INTERVAL: Key = Key {
 const MAX_INTERVAL: Key = Key {
     flag: "--poll.max-interval",
     file: "poll.max_interval",
+};
+const STALL_AFTER: Key = Key {
+    flag: "--poll.stall-after",
+    file: "poll.stall_after",
+};
+const STALLED_INTERVAL: Key = Key {
+    flag: "--poll.stalled-interval",
+    file: "poll.stalled_interval",
 };
 const TASK_MAX_AGE: Key = Key {
     flag: "--task.max-age",
@@ -539,6 +548,22 @@ impl Resolver {
             );
         }
         let picked = self.pick(
+            STALL_AFTER,
+            flags.stall_after,
+            poll.stall_after.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALL_AFTER),
+        );
+        let stall_after = self.positive(STALL_AFTER, picked);
+        let picked = self.pick(
+            STALLED_INTERVAL,
+            flags.stalled_interval,
+            poll.stalled_interval.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALLED_INTERVAL),
+        );
+        // A stalled interval shorter than --poll.max-interval is allowed; the policy then
+        // polls stalled tasks at the max interval, never more often than running ones.
+        let stalled_interval = self.positive(STALLED_INTERVAL, picked);
+        let picked = self.pick(
             TASK_MAX_AGE,
             flags.task_max_age,
             task.max_age.map(|d| d.0),
@@ -560,6 +585,8 @@ impl Resolver {
         let settings = PollSettings {
             min_interval,
             max_interval,
+            stall_after,
+            stalled_interval,
             task_max_age,
             task_retention: task_retention.0,
             tasks_max,
@@ -627,7 +654,12 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "timeout",
         ],
         "storage" => &["path"],
-        "poll" => &["min_interval", "max_interval"],
+        "poll" => &[
+            "min_interval",
+            "max_interval",
+            "stall_after",
+            "stalled_interval",
+        ],
         "task" => &["max_age", "retention"],
         "log" => &["level", "format"],
         "apps" => &[
