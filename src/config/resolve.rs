@@ -952,7 +952,7 @@ web: {listen_address: ':1', telemetry_path: /m, config_file: w.yml, api_token_fi
 dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
            monthly_call_budget: 1, timeout: 1s}
 storage: {path: x.db}
-poll: {min_interval: 1s, max_interval: 2s}
+poll: {min_interval: 1s, max_interval: 2s, stall_after: 1h, stalled_interval: 30m}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
 log: {level: info, format: json}

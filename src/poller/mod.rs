@@ -18,7 +18,7 @@ use crate::telemetry::Telemetry;
 use crate::tracker::Tracker;
 
 pub use policy::PollBounds;
-pub use scheduler::{record_progress_answer, run};
+pub use scheduler::{FinishedRun, learn_from_run, place_first_poll, record_progress_answer, run};
 
 /// Which client polls the tasks of an agent, and with which settings.
 pub trait AppDirectory: Send + Sync {

@@ -46,7 +46,7 @@ impl LearnedPace {
     /// How long after registration the app's quicker deliveries (about the fastest tenth)
     /// end, once any task finished.
     pub fn quick_completion_ms(&self) -> Option<i64> {
-        (self.completion_samples > 0).then(|| self.quick_completion_log.exp() as i64)
+        (self.completion_samples > 0).then(|| self.quick_completion_log.exp().round() as i64)
     }
 
     /// Learns from a task that delivered to `recipients` people in `run_ms` milliseconds.

@@ -139,6 +139,9 @@ pub enum ResultFetch {
     Refused { errcode: i64 },
     /// DingTalk could not be reached about it after several tries (network, throttles).
     Unavailable,
+    /// Sent to more than 100 people: `getsendresult` does not answer for such tasks, so it
+    /// was not asked (each refusal would be a metered call).
+    TooManyRecipients,
 }
 
 /// Everything the exporter knows about one tracked task. Times are Unix milliseconds.
