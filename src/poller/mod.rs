@@ -5,7 +5,8 @@
 //! names the client serving an agent's tasks and the poll settings in force (both change on
 //! reload), and the telemetry it reports its lag to. The monthly budget is not its concern:
 //! every client asks the budget ledger before each metered call and answers
-//! `Deferred` when it holds the call back.
+//! `Deferred` when it holds the call back; while calls are held back, the scheduler serves
+//! the due polls worth most first.
 
 pub mod policy;
 pub mod scheduler;

@@ -3,18 +3,25 @@
 //! Every `getsendprogress` call is metered against a small monthly quota, so the policy
 //! spends calls where they buy freshness and nowhere else:
 //!
-//! - a task is first asked about right after it is registered;
+//! - a new task is first asked about where its delivery should end: from its recipient
+//!   count and its app's learned pace, just before the predicted end; from the count alone,
+//!   not before DingTalk could have delivered to that many; without one, when the app's
+//!   quicker deliveries end; right away when nothing is known; never later than
+//!   `--poll.max-interval`;
 //! - while it runs, its rate of progress is estimated from DingTalk's answers (measured
 //!   from the registration, or from the first sighting of it running), and the next poll is
-//!   placed just after the moment it should reach 100%; an early guess is corrected by the
-//!   next answer, so the polls close in on the completion;
+//!   placed just after the moment it should reach 100% (its expected completion); an early
+//!   guess is corrected by the next answer, so the polls close in on the completion;
 //! - a task first seen running after a wait is looked at again within the time just
 //!   waited, since one sighting cannot tell how long ago it started;
 //! - while nothing changes the gap doubles, from `--poll.min-interval` up to
 //!   `--poll.max-interval`, which bounds how late a stall, a start or a completion is seen;
-//!   a task that has not started yet is looked at at least every quarter of the max
-//!   interval for its first six max intervals (deliveries usually start within minutes,
-//!   and a short one finishes soon after), then like any stall;
+//!   after three max intervals without a change up to twice that; a task that has not
+//!   started yet is looked at at least every quarter of the max interval for its first
+//!   three max intervals (deliveries usually start within minutes, and a short one
+//!   finishes soon after);
+//! - a task unchanged for `--poll.stall-after` is polled every `--poll.stalled-interval`,
+//!   the first of those polls landing on the threshold; any change returns it to the above;
 //! - a finished task's progress is never asked again.
 //!
 //! The policy is a pure function of the task's history and the current time, so the same
