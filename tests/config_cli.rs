@@ -233,7 +233,10 @@ fn malformed_flag_values_are_refused() {
         (&["--log.format=text"][..], "--log.format"),
         (&["--task.retention=1 h"][..], "--task.retention"),
         (&["--poll.stall-after=soon"][..], "--poll.stall-after"),
-        (&["--poll.stalled-interval=30"][..], "--poll.stalled-interval"),
+        (
+            &["--poll.stalled-interval=30"][..],
+            "--poll.stalled-interval",
+        ),
     ] {
         let err = parse(args).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(flag), "{args:?}: {err}");

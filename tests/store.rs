@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{
-    LearnedPace, PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState, TaskStore,
+    LearnedPace, PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState,
+    TaskStore,
 };
 
 fn scratch_file() -> (tempfile::TempDir, PathBuf) {

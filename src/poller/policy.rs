@@ -126,7 +126,9 @@ pub fn first_poll_delay(
             let recipients = i64::try_from(recipients).unwrap_or(i64::MAX);
             recipients.saturating_mul(60_000) / FASTEST_RECIPIENTS_PER_MINUTE
         }
-        (None, None) => learned.and_then(LearnedPace::quick_completion_ms).unwrap_or(0),
+        (None, None) => learned
+            .and_then(LearnedPace::quick_completion_ms)
+            .unwrap_or(0),
     };
     (delay.clamp(0, bounds.max_interval_ms), expected_run)
 }
@@ -378,10 +380,7 @@ mod tests {
         let mut at = 0;
         let mut gaps = Vec::new();
         while at < BOUNDS.stall_after_ms {
-            let (next, updated) = answer(
-                memory,
-                observe(at, 0.4, SendStatus::InProgress, at == 0),
-            );
+            let (next, updated) = answer(memory, observe(at, 0.4, SendStatus::InProgress, at == 0));
             memory = updated;
             let gap = next.unwrap();
             gaps.push((at, gap));
@@ -393,7 +392,10 @@ mod tests {
             assert!(*gap <= cap, "{gaps:?}");
         }
         assert!(gaps.iter().any(|(_, gap)| *gap == BOUNDS.max_interval_ms));
-        assert!(gaps.iter().any(|(_, gap)| *gap == 2 * BOUNDS.max_interval_ms));
+        assert!(
+            gaps.iter()
+                .any(|(_, gap)| *gap == 2 * BOUNDS.max_interval_ms)
+        );
         assert_eq!(at, BOUNDS.stall_after_ms, "a poll lands on the threshold");
     }
 
@@ -405,10 +407,7 @@ mod tests {
             observe(0, 0.0, SendStatus::NotStarted, true),
         );
         assert_eq!(first, Some(BOUNDS.min_interval_ms));
-        let (second, _) = answer(
-            memory,
-            observe(5_000, 0.0, SendStatus::NotStarted, false),
-        );
+        let (second, _) = answer(memory, observe(5_000, 0.0, SendStatus::NotStarted, false));
         assert_eq!(second, Some(2 * BOUNDS.min_interval_ms));
     }
 
@@ -421,16 +420,10 @@ mod tests {
             PollMemory::default(),
             observe(600_000, 0.0, SendStatus::NotStarted, true),
         );
-        let (next, memory) = answer(
-            memory,
-            observe(620_000, 0.1, SendStatus::InProgress, true),
-        );
+        let (next, memory) = answer(memory, observe(620_000, 0.1, SendStatus::InProgress, true));
         assert_eq!(next, Some(20_000));
         // Two sightings later, 20% at 640 s: the rate is known, 160 s to go.
-        let (next, _) = answer(
-            memory,
-            observe(640_000, 0.2, SendStatus::InProgress, true),
-        );
+        let (next, _) = answer(memory, observe(640_000, 0.2, SendStatus::InProgress, true));
         let next = next.unwrap();
         assert!(
             (160_000..=175_000).contains(&next),
@@ -447,10 +440,7 @@ mod tests {
             last_interval_ms: BOUNDS.max_interval_ms / 4,
             ..PollMemory::default()
         };
-        let (young, _) = answer(
-            memory,
-            observe(600_000, 0.0, SendStatus::NotStarted, false),
-        );
+        let (young, _) = answer(memory, observe(600_000, 0.0, SendStatus::NotStarted, false));
         assert_eq!(young, Some(BOUNDS.max_interval_ms / 4));
         let (waiting, _) = answer(
             memory,
@@ -539,7 +529,10 @@ mod tests {
         assert_eq!(delay, BOUNDS.max_interval_ms);
 
         assert_eq!(first_poll_delay(Some(2_500), None, BOUNDS), (30_000, None));
-        assert_eq!(first_poll_delay(None, Some(&learned), BOUNDS), (20_000, None));
+        assert_eq!(
+            first_poll_delay(None, Some(&learned), BOUNDS),
+            (20_000, None)
+        );
         assert_eq!(first_poll_delay(None, None, BOUNDS), (0, None));
     }
 

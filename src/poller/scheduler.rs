@@ -399,7 +399,9 @@ fn finished_run(task: &Task, now: i64) -> FinishedRun {
     let previous = task.last_poll_at_ms.zip(task.progress_ratio);
     let ended_at_ms = match (previous, memory.anchor_ms) {
         (Some((seen_at, seen_ratio)), Some(anchor_at))
-            if memory.anchored_running && seen_at > anchor_at && seen_ratio > memory.anchor_ratio =>
+            if memory.anchored_running
+                && seen_at > anchor_at
+                && seen_ratio > memory.anchor_ratio =>
         {
             let rate = (seen_ratio - memory.anchor_ratio) / (seen_at - anchor_at) as f64;
             let to_go = ((1.0 - seen_ratio) / rate) as i64;
