@@ -414,3 +414,52 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::sqlite::SqliteStore;
+
+    fn key(task_id: i64) -> TaskKey {
+        TaskKey {
+            agent_id: 1,
+            task_id,
+        }
+    }
+
+    /// When calls are scarce, the due tasks ranked lowest are handed out first whatever
+    /// their due times, and the others stay due in their old order.
+    #[tokio::test]
+    async fn ranked_take_serves_the_most_valuable_due_tasks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("tasks.db")).unwrap());
+        let tracker = Tracker::open(store, 100).unwrap();
+        let batch = (1..=4)
+            .map(|task_id| NewTask {
+                key: key(task_id),
+                name: String::new(),
+                recipients: None,
+                source: TaskSource::Api,
+            })
+            .collect();
+        tracker.register(batch, 0).await.unwrap();
+        // Task 3 is worth most, then 4; 1 and 2 least.
+        let rank = |task: &Task| match task.key.task_id {
+            3 => 0,
+            4 => 1,
+            _ => 2,
+        };
+        let first: Vec<i64> = tracker
+            .take_due_ranked(10, 2, rank)
+            .iter()
+            .map(|task| task.key.task_id)
+            .collect();
+        assert_eq!(first, vec![3, 4]);
+        let rest: Vec<i64> = tracker
+            .take_due(10, 10)
+            .iter()
+            .map(|task| task.key.task_id)
+            .collect();
+        assert_eq!(rest, vec![1, 2]);
+    }
+}
