@@ -171,7 +171,7 @@ mod tests {
         );
         task.expected_completion_at_ms = Some(1_777_000_240_000);
         task.result_fetch = ResultFetch::TooManyRecipients;
-        let json = serde_json::to_value(TaskJson::new(&task, "hr")).unwrap();
+        let json = serde_json::to_value(TaskJson::new(&task, "hr", None)).unwrap();
         assert_eq!(json["expected_completion_at"], "2026-04-24T03:10:40.000Z");
         assert_eq!(
             json["result"],
