@@ -334,3 +334,58 @@ async fn unknown_pages_and_head_requests() {
     );
     assert!(head.text().await.unwrap().is_empty());
 }
+
+/// A scrape asking for gzip (as Prometheus does) gets the exposition gzipped and much
+/// smaller; one that does not ask gets the same text plain.
+#[tokio::test]
+async fn metrics_are_gzipped_when_asked_and_plain_otherwise() {
+    use std::io::Read as _;
+    let (exporter, store) = exporter(test_config());
+    let tasks = (1..=200i64)
+        .map(|task_id| NewTask {
+            key: TaskKey {
+                agent_id: 7,
+                task_id,
+            },
+            name: format!("notice {task_id}"),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
+        })
+        .collect();
+    exporter.tracker().register(tasks, now_ms()).await.unwrap();
+    let server = TestServer::start_exporter(exporter, store, ServerLimits::default()).await;
+    let url = format!("{}/metrics", server.url);
+    let plain = client().get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.text().await.unwrap();
+    let zipped = client()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["vary"], "Accept-Encoding");
+    let body = zipped.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .expect("the body is gzip");
+    let task_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.starts_with("dingtalk_task_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(task_lines(&text).len(), task_lines(&plain).len());
+    assert!(task_lines(&text).len() >= 200 * 2);
+    assert_eq!(task_lines(&text), task_lines(&plain));
+    assert!(
+        body.len() * 5 < plain.len(),
+        "gzip saved too little: {} of {} bytes",
+        body.len(),
+        plain.len()
+    );
+}

@@ -10,6 +10,7 @@
 //! - [`web_config`]: the `--web.config.file` (exporter-toolkit format), with [`tls`] and
 //!   [`basic_auth`];
 //! - `landing`: the HTML page at `/`;
+//! - `scrape`: one rendering of `/metrics` shared by concurrent scrapes, gzip when asked;
 //! - `reply`: building answers and reading bodies within their limits.
 
 mod api;
@@ -20,6 +21,7 @@ mod problems;
 pub mod registration;
 mod reply;
 mod routes;
+mod scrape;
 pub mod server;
 mod site;
 pub mod task_json;
