@@ -188,6 +188,9 @@ fn push_row(page: &mut String, task: &Task, app: &str, now_ms: i64) {
                 counts.read, counts.unread, counts.failed, counts.forbidden, counts.invalid
             );
         }
+        (None, ResultFetch::TooManyRecipients) => {
+            page.push_str("not available: DingTalk reports recipients only up to 100");
+        }
         (None, ResultFetch::Refused { errcode }) => {
             let _ = write!(page, "not available (errcode {errcode})");
         }

@@ -47,7 +47,8 @@ pub struct TaskJson<'a> {
 }
 
 /// `{"outcome":"pending"}`, `{"outcome":"fetched"}`, `{"outcome":"refused","errcode":N}` or
-/// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries).
+/// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries) or
+/// `{"outcome":"too_many_recipients"}` (DingTalk answers only for at most 100 recipients).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ResultJson {
@@ -55,6 +56,7 @@ pub enum ResultJson {
     Fetched,
     Refused { errcode: i64 },
     Unavailable,
+    TooManyRecipients,
 }
 
 impl<'a> TaskJson<'a> {
@@ -82,6 +84,7 @@ impl<'a> TaskJson<'a> {
                 ResultFetch::Fetched => ResultJson::Fetched,
                 ResultFetch::Refused { errcode } => ResultJson::Refused { errcode },
                 ResultFetch::Unavailable => ResultJson::Unavailable,
+                ResultFetch::TooManyRecipients => ResultJson::TooManyRecipients,
             },
         }
     }

@@ -16,7 +16,7 @@ pub use super::policy::PollBounds;
 use super::policy::{self, Observation};
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::dingtalk::{
-    ApiFailure, Deferral, DeliveryApi, SendProgress, THROTTLE_PAUSE, is_throttle_code,
+    ApiFailure, Deferral, DeliveryApi, SendProgress, SendResult, THROTTLE_PAUSE, is_throttle_code,
     is_transient_code,
 };
 use crate::tracker::{ResultFetch, SendStatus, Task, TaskState};
@@ -210,7 +210,7 @@ pub fn record_progress_answer(
     expires_at: i64,
 ) -> Result<(), i64> {
     let mut memory = task.poll_memory;
-    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+    if answered_by_dingtalk(&answer) {
         task.metered_calls += 1;
     }
     let next_gap = match answer {
@@ -288,16 +288,17 @@ async fn fetch_result(
         .send_result(task.key.agent_id, task.key.task_id)
         .await;
     let now = now_ms();
-    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+    if answered_by_dingtalk(&answer) {
         task.metered_calls += 1;
     }
     let mut memory = task.poll_memory;
     task.next_poll_at_ms = None;
     match answer {
-        Ok(counts) => {
+        Ok(SendResult::Recipients(counts)) => {
             task.recipients = Some(counts);
             task.result_fetch = ResultFetch::Fetched;
         }
+        Ok(SendResult::TooManyRecipients) => task.result_fetch = ResultFetch::TooManyRecipients,
         Err(ApiFailure::Deferred {
             until_ms,
             reason: Deferral::MonthlyBudget | Deferral::QuotaExhausted,
@@ -328,4 +329,14 @@ async fn fetch_result(
     }
     task.poll_memory = memory;
     Ok(())
+}
+
+/// Whether DingTalk answered a task call (with data or an errcode): a task's
+/// `metered_calls` counts only those, as `dingtalk_api_month_calls` counts only calls sent,
+/// never one held back or lost before DingTalk saw it.
+fn answered_by_dingtalk<T>(answer: &Result<T, ApiFailure>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(failure) => failure.dingtalk_answered(),
+    }
 }

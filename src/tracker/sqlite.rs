@@ -485,6 +485,7 @@ fn result_fetch_word(fetch: ResultFetch) -> &'static str {
         ResultFetch::Fetched => "fetched",
         ResultFetch::Refused { .. } => "refused",
         ResultFetch::Unavailable => "unavailable",
+        ResultFetch::TooManyRecipients => "too_many_recipients",
     }
 }
 
@@ -500,7 +501,10 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
     let memory = task.poll_memory;
     let refused_errcode = match task.result_fetch {
         ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
+        ResultFetch::Pending
+        | ResultFetch::Fetched
+        | ResultFetch::Unavailable
+        | ResultFetch::TooManyRecipients => None,
     };
     Ok(vec![
         Value::Integer(task.key.agent_id),
@@ -593,6 +597,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         ("pending", _) => ResultFetch::Pending,
         ("fetched", _) => ResultFetch::Fetched,
         ("unavailable", _) => ResultFetch::Unavailable,
+        ("too_many_recipients", _) => ResultFetch::TooManyRecipients,
         ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
         _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
     };

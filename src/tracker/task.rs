@@ -137,6 +137,9 @@ pub enum ResultFetch {
     Fetched,
     /// DingTalk refused (more than 100 recipients, outside 24 h, ...): recorded, not retried.
     Refused { errcode: i64 },
+    /// DingTalk answers only for tasks of at most 100 recipients, and this one has more:
+    /// expected, not an error.
+    TooManyRecipients,
     /// DingTalk could not be reached about it after several tries (network, throttles).
     Unavailable,
 }
