@@ -746,6 +746,59 @@ fn demo_config_points_at_the_simulator() {
     assert_eq!(config.poll.min_interval, Duration::from_secs(1));
 }
 
+/// The demo listens on loopback unless told otherwise, and takes the settings of a
+/// `--config.file` (as the README says it takes the exporter's flags) without its apps and
+/// static tasks.
+#[test]
+fn demo_listens_on_loopback_and_reads_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = || DemoTarget {
+        api_url: "http://127.0.0.1:4321".into(),
+        app_key: "demo-key".into(),
+        app_secret: Secret::new("demo-secret"),
+        scratch_storage_path: dir.path().join("demo.db"),
+    };
+    let demo_args = |args: &[&str]| -> DemoArgs {
+        let cli = Cli::try_parse_from(
+            ["dingtalk-exporter", "demo"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .unwrap();
+        match cli.command {
+            Some(dingtalk_exporter::commands::cli::Command::Demo(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    };
+    let config = config::load_demo(&demo_args(&[]).settings, target()).unwrap();
+    assert_eq!(config.web.listen_address, "127.0.0.1:10050");
+
+    write(dir.path(), "secret", "s\n");
+    let file = write(
+        dir.path(),
+        "demo.yml",
+        "poll: {max_interval: 40s}\napps: [{name: real, agent_id: 7, app_key: k, app_secret_file: secret}]\ntasks: [{agent_id: 7, task_id: 8}]\n",
+    );
+    let config = config::load_demo(
+        &demo_args(&["--config.file", file.to_str().unwrap()]).settings,
+        target(),
+    )
+    .unwrap();
+    assert_eq!(config.poll.max_interval, Duration::from_secs(40));
+    assert_eq!(config.web.listen_address, "127.0.0.1:10050");
+    let apps: Vec<&str> = config.apps.iter().map(|app| app.name.as_str()).collect();
+    assert_eq!(apps, ["default"]);
+    assert!(config.static_tasks.is_empty());
+
+    let listening = write(dir.path(), "listen.yml", "web: {listen_address: ':0'}\n");
+    let config = config::load_demo(
+        &demo_args(&["--config.file", listening.to_str().unwrap()]).settings,
+        target(),
+    )
+    .unwrap();
+    assert_eq!(config.web.listen_address, ":0");
+}
+
 /// `--config.check` as the binary runs it, web config file included.
 fn check_config(
     flags: &dingtalk_exporter::config::flags::ExporterFlags,

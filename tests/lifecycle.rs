@@ -287,3 +287,65 @@ async fn the_simulate_command_serves_the_api() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The demo says so in its log when it stops (on SIGTERM), after printing loopback URLs.
+#[test]
+fn the_demo_logs_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(binary())
+        .args([
+            "demo",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--storage.path",
+        ])
+        .arg(dir.path().join("demo.db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        Box::new(demo.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(demo.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(lines_tx);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !seen.iter().any(|line: &String| line.contains("Metrics:")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = demo.kill();
+                panic!("the demo printed no URLs:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    let metrics_line = seen.iter().find(|line| line.contains("Metrics:")).unwrap();
+    assert!(metrics_line.contains("http://127.0.0.1:"), "{metrics_line}");
+    let pid = demo.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = demo.wait().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    seen.extend(lines_rx.try_iter());
+    assert!(status.success(), "{status}: {}", seen.join("\n"));
+    assert!(
+        seen.iter().any(|line| line.contains("demo stopped")),
+        "{}",
+        seen.join("\n")
+    );
+}

@@ -280,7 +280,10 @@ enum PathStep {
 }
 
 /// `value` without the entry at `path`; `None` when there is no such entry.
-fn without_path(mut value: serde_yaml_ng::Value, path: &[PathStep]) -> Option<serde_yaml_ng::Value> {
+fn without_path(
+    mut value: serde_yaml_ng::Value,
+    path: &[PathStep],
+) -> Option<serde_yaml_ng::Value> {
     let (last, parents) = path.split_last()?;
     let mut here = &mut value;
     for step in parents {
@@ -423,12 +426,18 @@ mod tests {
             "dingtalk.max_qps",
         ] {
             assert!(
-                parsed.unreadable.iter().any(|problem| problem.starts_with(key)),
+                parsed
+                    .unreadable
+                    .iter()
+                    .any(|problem| problem.starts_with(key)),
                 "{key}: {:?}",
                 parsed.unreadable
             );
         }
-        assert_eq!(parsed.file.poll.max_interval.map(|d| d.0.0), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(
+            parsed.file.poll.max_interval.map(|d| d.0.0),
+            Some(std::time::Duration::from_secs(120))
+        );
         assert!(parsed.unreadable[0].contains("line 2"));
     }
 }
