@@ -152,12 +152,13 @@ async fn landing_page_lists_tasks_escaped() {
         !page.contains("<script>alert"),
         "unescaped name on the page"
     );
-    assert!(page.contains("<td class=\"num\">22</td>"));
+    assert!(page.contains("task 22 · agent 11"), "{page}");
 }
 
-/// The landing page shows at most 500 tasks, the newest first, and says so.
+/// The landing page lists 100 tasks a page, the newest first, says how many match, pages
+/// through the rest and filters by state and name.
 #[tokio::test]
-async fn landing_page_caps_its_rows() {
+async fn landing_page_pages_and_filters_its_rows() {
     let (exporter, store) = exporter(test_config());
     let start = now_ms();
     for task_id in 1..=600i64 {
@@ -166,7 +167,11 @@ async fn landing_page_caps_its_rows() {
                 agent_id: 1,
                 task_id,
             },
-            name: format!("task-{task_id}"),
+            name: if task_id % 100 == 0 {
+                format!("payroll-{task_id}")
+            } else {
+                format!("task-{task_id}")
+            },
             recipients: None,
             source: dingtalk_exporter::tracker::TaskSource::Api,
         };
@@ -177,20 +182,44 @@ async fn landing_page_caps_its_rows() {
             .unwrap();
     }
     let server = TestServer::start_exporter(exporter, store, ServerLimits::default()).await;
-    let page = client()
-        .get(&server.url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rows = page.matches("<tr><td>task-").count();
-    assert_eq!(rows, 500);
-    assert!(page.contains("Showing the 500 most recently registered"));
-    assert!(page.contains(">task-600<"));
-    assert!(!page.contains(">task-100<"));
-    assert!(page.find(">task-600<").unwrap() < page.find(">task-599<").unwrap());
+    let page = |query: &str| {
+        let url = format!("{}/{query}", server.url);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let first = page("").await;
+    assert_eq!(first.matches("<td class=\"task\">").count(), 100);
+    assert!(first.contains("600 match; showing 1–100"), "{first}");
+    assert!(first.contains(">payroll-600<"));
+    assert!(first.find(">payroll-600<").unwrap() < first.find(">task-599<").unwrap());
+    assert!(!first.contains(">task-500<"));
+    assert!(first.contains("href=\"?page=2\""), "{first}");
+
+    let last = page("?page=6").await;
+    assert!(last.contains(">task-1<"));
+    assert!(last.contains("page 6 of 6"));
+
+    let filtered = page("?name=PAYROLL&state=active").await;
+    assert_eq!(filtered.matches("<td class=\"task\">").count(), 6);
+    assert!(filtered.contains("6 match the filter"), "{filtered}");
+    assert!(filtered.contains("<option value=\"active\" selected>"));
+    assert!(filtered.contains("value=\"PAYROLL\""));
+    let none = page("?state=completed").await;
+    assert!(none.contains("No task matches the filter."));
+    let hostile = page("?name=%3Cscript%3E").await;
+    assert!(
+        !hostile.contains("<script>\""),
+        "the filter is echoed unescaped"
+    );
+    assert!(hostile.contains("value=\"&lt;script&gt;\""));
 }
 
 /// --web.telemetry-path moves the exposition; the old path is then unknown.

@@ -118,7 +118,7 @@ async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) ->
         };
     }
     match path {
-        "/" if is_read => landing_page(site).await,
+        "/" if is_read => landing_page(parts, site).await,
         "/-/healthy" if is_read => reply::text(StatusCode::OK, "dingtalk-exporter is healthy.\n"),
         "/-/ready" if is_read => ready(site.exporter.as_ref()),
         "/" | "/-/healthy" | "/-/ready" => reply::method_not_allowed("GET, HEAD", false),
@@ -163,9 +163,12 @@ async fn metrics(parts: &Parts, site: &Site) -> Answer {
     answer
 }
 
-async fn landing_page(site: &Site) -> Answer {
+async fn landing_page(parts: &Parts, site: &Site) -> Answer {
     let exporter = site.exporter.clone();
-    match tokio::task::spawn_blocking(move || landing::render(exporter.as_ref(), now_ms())).await {
+    let query = landing::PageQuery::parse(parts.uri.query());
+    match tokio::task::spawn_blocking(move || landing::render(exporter.as_ref(), now_ms(), &query))
+        .await
+    {
         Ok(page) => reply::with_body(StatusCode::OK, reply::HTML, page),
         Err(err) => reply::text(
             StatusCode::INTERNAL_SERVER_ERROR,
