@@ -103,10 +103,7 @@ async fn scrape(client: &reqwest::Client, url: &str, gzip: bool) -> Result<usize
     if gzip {
         request = request.header("Accept-Encoding", "gzip");
     }
-    let answer = request
-        .send()
-        .await
-        .map_err(|err| err.to_string())?;
+    let answer = request.send().await.map_err(|err| err.to_string())?;
     let status = answer.status();
     let body = answer.bytes().await.map_err(|err| err.to_string())?;
     if status != 200 {
@@ -280,7 +277,10 @@ async fn run() {
         assert_eq!(answer.status(), 201);
         lone_registrations.latencies.push(started.elapsed());
         let deleted = client
-            .delete(format!("{base}/api/v1/tasks/{CHURN_AGENT}/{}", 9_000_000 + round))
+            .delete(format!(
+                "{base}/api/v1/tasks/{CHURN_AGENT}/{}",
+                9_000_000 + round
+            ))
             .send()
             .await
             .expect("the exporter answers");
@@ -359,7 +359,11 @@ async fn run() {
     );
     println!(
         "| bytes on the wire per scrape ({}) | {:.2} MB ({:.0} B per task) |",
-        if gzip { "gzip, as Prometheus asks" } else { "plain" },
+        if gzip {
+            "gzip, as Prometheus asks"
+        } else {
+            "plain"
+        },
         wire_bytes as f64 / 1e6,
         wire_bytes as f64 / tasks as f64
     );

@@ -919,8 +919,14 @@ async fn gzip_scrapes(
             .send()
             .await
             .map_err(|err| format!("GET {url}: {err}"))?;
-        if answer.headers().get("content-encoding").is_none_or(|coding| coding != "gzip") {
-            return Err(format!("GET {url} with Accept-Encoding: gzip answered uncompressed"));
+        if answer
+            .headers()
+            .get("content-encoding")
+            .is_none_or(|coding| coding != "gzip")
+        {
+            return Err(format!(
+                "GET {url} with Accept-Encoding: gzip answered uncompressed"
+            ));
         }
         bytes = answer
             .bytes()

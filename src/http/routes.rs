@@ -25,9 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{
-    CONTENT_ENCODING, EXPECT, HeaderValue, RETRY_AFTER, VARY, WWW_AUTHENTICATE,
-};
+use hyper::header::{CONTENT_ENCODING, EXPECT, HeaderValue, RETRY_AFTER, VARY, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
