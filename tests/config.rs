@@ -609,13 +609,21 @@ fn check_reports_every_problem() {
     );
     let report = check_config(&flags(&["--config.file", file.to_str().unwrap()]));
     assert!(!report.valid);
+    // The unreadable level does not hide the durations' problem: both in one run.
     assert!(
-        report.text.contains("is INVALID (1 problem)"),
+        report.text.contains("is INVALID (2 problems)"),
         "{}",
         report.text
     );
     assert!(
         report.text.contains("log.level: unknown variant `loud`"),
+        "{}",
+        report.text
+    );
+    assert!(
+        report
+            .text
+            .contains("poll.max_interval: 1s is shorter than"),
         "{}",
         report.text
     );
