@@ -226,6 +226,9 @@ struct SizeResult {
     pushgateway: Option<PushgatewayRun>,
 }
 
+/// Answers of the task API wanted while scrapes run, at the least.
+const MIN_PROBES: usize = 5;
+
 /// Timed scrapes of the exporter at every size: a tenth of a second each at most.
 const EXPORTER_SCRAPES: usize = 41;
 
@@ -298,9 +301,11 @@ async fn task_api_during_scrapes(
     scrapes: usize,
 ) -> Result<Latency, String> {
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = format!("{base}/api/v1/tasks/{}/{FIRST_TASK_ID}", AGENTS[0]);
     let prober = {
         let stop = stop.clone();
+        let answered = answered.clone();
         std::thread::spawn(move || -> Result<Vec<Duration>, String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -327,6 +332,7 @@ async fn task_api_during_scrapes(
                         .await
                         .map_err(|err| format!("GET {url}: {err}"))?;
                     samples.push(started.elapsed());
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(samples)
             })
@@ -334,11 +340,18 @@ async fn task_api_during_scrapes(
     };
     let metrics = format!("{base}/metrics");
     let mut scraped = Ok(());
-    for _ in 0..scrapes {
+    // At least `scrapes`, and on until the prober has had a few answers: at small sizes the
+    // scrapes can all be over before its thread has sent its first request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = 0;
+    while done < scrapes
+        || (answered.load(Ordering::Relaxed) < MIN_PROBES && Instant::now() < deadline)
+    {
         if let Err(why) = scrape(client, &metrics, false).await {
             scraped = Err(why);
             break;
         }
+        done += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let samples = prober
