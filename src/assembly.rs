@@ -223,6 +223,13 @@ impl AppDirectory for Exporter {
             .map(|(_, client, _)| client.clone())
     }
 
+    fn all_clients(&self) -> Vec<Arc<dyn DeliveryApi>> {
+        read(&self.apps)
+            .values()
+            .map(|(_, client, _)| client.clone())
+            .collect()
+    }
+
     fn poll_settings(&self) -> PollSettings {
         self.config().poll.clone()
     }
@@ -501,14 +508,13 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
     register_static_tasks(&tracker, &config).await?;
 
     let (shutdown, stopping) = watch::channel(false);
-    let poller = tokio::spawn(poller::run(
-        Arc::new(poller::Ports {
-            tracker,
-            apps: exporter.clone(),
-            telemetry,
-        }),
-        stopping.clone(),
-    ));
+    let ports = Arc::new(poller::Ports {
+        tracker,
+        apps: exporter.clone(),
+        telemetry,
+    });
+    tokio::spawn(poller::watch_credentials(ports.clone(), stopping.clone()));
+    let poller = tokio::spawn(poller::run(ports, stopping.clone()));
     let mut server_stopping = stopping;
     let server = tokio::spawn(crate::http::serve_with_web_config(
         listener,
@@ -605,7 +611,7 @@ mod tests {
 
     use super::*;
     use crate::config::{LogFormat, LogLevel, LogSettings, PollSettings, WebSettings};
-    use crate::dingtalk::{ApiFailure, RecipientCounts, SendProgress};
+    use crate::dingtalk::{ApiFailure, SendProgress, SendResult};
     use crate::secret::Secret;
 
     /// Never asked to call out: these tests only build clients.
@@ -616,7 +622,10 @@ mod tests {
         async fn send_progress(&self, _: i64, _: i64) -> Result<SendProgress, ApiFailure> {
             Err(ApiFailure::Transport("idle".to_string()))
         }
-        async fn send_result(&self, _: i64, _: i64) -> Result<RecipientCounts, ApiFailure> {
+        async fn send_result(&self, _: i64, _: i64) -> Result<SendResult, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+        async fn check_credentials(&self, _: Duration) -> Result<(), ApiFailure> {
             Err(ApiFailure::Transport("idle".to_string()))
         }
     }

@@ -434,11 +434,17 @@ pub struct DemoTarget {
     pub scratch_storage_path: PathBuf,
 }
 
-/// Loads the demo's configuration: its flags, with the `default` app pointing at the
-/// simulator. The demo reads no config file.
+/// Loads the demo's configuration: its flags and the settings of its `--config.file`, with
+/// the `default` app pointing at the simulator and listening on loopback unless told
+/// otherwise. The file's apps and static tasks are left out: they belong to a real
+/// DingTalk, which the demo never calls.
 pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigErrors> {
+    let mut web = args.web.clone();
+    if web.listen_address.is_none() && !file_sets_listen_address(args.config_file.as_deref()) {
+        web.listen_address = Some(DEMO_LISTEN_ADDRESS.to_string());
+    }
     let flags = CommandFlags {
-        config_file: None,
+        config_file: args.config_file.clone(),
         app: AppSource::Given {
             api_url: target.api_url,
             app_key: target.app_key,
@@ -446,7 +452,7 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         },
         monthly_call_budget: args.monthly_call_budget,
         storage_path: args.storage_path.clone(),
-        web: &args.web,
+        web: &web,
         dingtalk: &args.dingtalk,
         poll: &args.poll,
         log: &args.log,
@@ -456,7 +462,28 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         },
         web_config_check: None,
     };
-    resolve(&flags).map(|resolved| resolved.config)
+    resolve(&flags).map(|resolved| {
+        let mut config = resolved.config;
+        config.apps.retain(|app| app.name == DEFAULT_APP);
+        config.static_tasks.clear();
+        config
+    })
+}
+
+/// Where the demo listens unless told otherwise: loopback, since it serves sample data and
+/// a writable task API to whoever can reach it.
+pub const DEMO_LISTEN_ADDRESS: &str = "127.0.0.1:10050";
+
+/// Whether the config file at `path` sets `web.listen_address` (a file that cannot be read
+/// is reported by the resolution itself).
+fn file_sets_listen_address(path: Option<&Path>) -> bool {
+    let Some(text) = path.and_then(|path| std::fs::read_to_string(path).ok()) else {
+        return false;
+    };
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+        .ok()
+        .and_then(|file| file.get("web")?.get("listen_address").cloned())
+        .is_some_and(|address| !address.is_null())
 }
 
 /// Things that are valid but probably not what the operator wants, worded for the log at

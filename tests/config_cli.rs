@@ -151,7 +151,9 @@ fn every_flag_has_its_environment_twin() {
             (_, "dingtalk.api-url") => Some("DINGTALK_API_URL".to_string()),
             (_, "dingtalk.app-key") => Some("DINGTALK_APP_KEY".to_string()),
             (_, "dingtalk.app-secret") => Some("DINGTALK_APP_SECRET".to_string()),
-            (_, "config.check" | "help" | "version") | ("demo", "storage.path") => None,
+            (_, "config.check" | "help" | "version") | ("demo", "storage.path" | "config.file") => {
+                None
+            }
             (_, other) => Some(format!(
                 "DINGTALK_EXPORTER_{}",
                 other.replace(['.', '-'], "_").to_uppercase()
@@ -290,7 +292,6 @@ fn demo_takes_settings_but_not_app_flags() {
         "--dingtalk.app-key=k",
         "--dingtalk.api-url=http://x",
         "--dingtalk.app-secret-file=s",
-        "--config.file=c.yml",
     ] {
         let err = parse(&["demo", app_flag]).map(|_| ()).unwrap_err();
         assert_eq!(

@@ -144,9 +144,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     ));
 
     assembly::termination().await;
+    tracing::info!(
+        "demo stopping: no more sample tasks; finishing the polls and requests in flight"
+    );
     feeder.abort();
     running.stop().await;
     drop(scratch);
+    tracing::info!("demo stopped: the exporter and the DingTalk simulator are down");
     Ok(())
 }
 

@@ -297,6 +297,17 @@ pub struct DemoFlags {
     #[command(flatten)]
     pub web: WebFlags,
 
+    /// YAML file of settings (web, poll, task, log, ...), as the exporter reads it; its apps
+    /// and static tasks are left out, since the demo's app is the simulator.
+    // No environment twin: DINGTALK_EXPORTER_CONFIG_FILE names a real exporter's file,
+    // whose apps and tasks the demo must not pick up by accident.
+    #[arg(
+        long = "config.file",
+        value_name = "FILE",
+        help_heading = "Configuration"
+    )]
+    pub config_file: Option<PathBuf>,
+
     /// Metered calls per month the demo's exporter may make; set by default so that the
     /// budget panels have data. [default: 5000, the free edition's quota]
     #[arg(

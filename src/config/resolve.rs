@@ -328,7 +328,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
         None => file::FileConfig::default(),
         Some(path) => {
             resolver.base_dir = path.parent().map(Path::to_path_buf);
-            read_config_file(&mut resolver, path).map_err(|error| ConfigErrors(vec![error]))?
+            read_config_file(&mut resolver, path)?
         }
     };
 
@@ -617,25 +617,40 @@ impl Resolver {
     }
 }
 
-/// Reads and parses the config file. A file that cannot be read or parsed is one error
-/// (nothing else can be checked against it); unknown keys are collected with the rest.
-fn read_config_file(resolver: &mut Resolver, path: &Path) -> Result<file::FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-        key: "--config.file".to_string(),
-        problem: format!("cannot read {}: {err}", path.display()),
+/// Reads and parses the config file. A file that cannot be read or parsed stops the check
+/// there, with every unreadable value it holds; unknown keys are collected with the rest.
+fn read_config_file(
+    resolver: &mut Resolver,
+    path: &Path,
+) -> Result<file::FileConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            key: "--config.file".to_string(),
+            problem: format!("cannot read {}: {err}", path.display()),
+        }])
     })?;
-    let (parsed, unknown_keys) = file::parse(&text).map_err(|problem| ConfigError {
-        key: path.display().to_string(),
-        problem,
+    let parsed = file::parse(&text).map_err(|problems| {
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|problem| ConfigError {
+                    key: path.display().to_string(),
+                    problem,
+                })
+                .collect(),
+        )
     })?;
-    for key in unknown_keys {
+    for problem in parsed.unreadable {
+        resolver.error(path.display().to_string(), problem);
+    }
+    for key in parsed.unknown_keys {
         let problem = match known_keys(&key) {
             Some(known) => format!("unknown key; known here: {}", known.join(", ")),
             None => "unknown key".to_string(),
         };
         resolver.error(key, problem);
     }
-    Ok(parsed)
+    Ok(parsed.file)
 }
 
 /// The keys the file accepts beside an unknown one, for the error message.
@@ -1275,7 +1290,7 @@ apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api
         corps: [{corp_id: c, name: n, agent_id: 2, monthly_call_budget: 1}]}]
 tasks: [{agent_id: 1, task_id: 1, name: n}]
 ";
-        let (_, unknown) = file::parse(every_key).unwrap();
+        let unknown = file::parse(every_key).unwrap().unknown_keys;
         assert!(unknown.is_empty(), "{unknown:?}");
         let document: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(every_key).unwrap();
         let keys_of = |value: &serde_yaml_ng::Value| -> Vec<String> {

@@ -53,7 +53,8 @@ pub struct TaskJson<'a> {
 
 /// `{"outcome":"pending"}`, `{"outcome":"fetched"}`, `{"outcome":"refused","errcode":N}` or
 /// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries) or
-/// `{"outcome":"too_many_recipients"}` (sent to more than 100 people: not asked).
+/// `{"outcome":"too_many_recipients"}` (DingTalk answers only for at most 100 recipients, so
+/// it was not asked, or refused).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ResultJson {

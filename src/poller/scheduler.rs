@@ -19,7 +19,7 @@ use super::policy::{self, Observation, Outlook};
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::config::PollSettings;
 use crate::dingtalk::{
-    ApiFailure, Deferral, DeliveryApi, SendProgress, THROTTLE_PAUSE, is_throttle_code,
+    ApiFailure, Deferral, DeliveryApi, SendProgress, SendResult, THROTTLE_PAUSE, is_throttle_code,
     is_transient_code,
 };
 use crate::tracker::{LearnedPace, ResultFetch, SendStatus, Task, TaskKey, TaskState};
@@ -352,7 +352,7 @@ pub fn record_progress_answer(
     learned: Option<&LearnedPace>,
 ) -> Result<Option<FinishedRun>, i64> {
     let mut memory = task.poll_memory;
-    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+    if answered_by_dingtalk(&answer) {
         task.metered_calls += 1;
     }
     let mut finished = None;
@@ -479,16 +479,17 @@ async fn fetch_result(
         .send_result(task.key.agent_id, task.key.task_id)
         .await;
     let now = now_ms();
-    if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
+    if answered_by_dingtalk(&answer) {
         task.metered_calls += 1;
     }
     let mut memory = task.poll_memory;
     task.next_poll_at_ms = None;
     match answer {
-        Ok(counts) => {
+        Ok(SendResult::Recipients(counts)) => {
             task.recipients = Some(counts);
             task.result_fetch = ResultFetch::Fetched;
         }
+        Ok(SendResult::TooManyRecipients) => task.result_fetch = ResultFetch::TooManyRecipients,
         Err(ApiFailure::Deferred {
             until_ms,
             reason: Deferral::MonthlyBudget | Deferral::QuotaExhausted,
@@ -519,4 +520,14 @@ async fn fetch_result(
     }
     task.poll_memory = memory;
     Ok(())
+}
+
+/// Whether DingTalk answered a task call (with data or an errcode): a task's
+/// `metered_calls` counts only those, as `dingtalk_api_month_calls` counts only calls sent,
+/// never one held back or lost before DingTalk saw it.
+fn answered_by_dingtalk<T>(answer: &Result<T, ApiFailure>) -> bool {
+    match answer {
+        Ok(_) => true,
+        Err(failure) => failure.dingtalk_answered(),
+    }
 }

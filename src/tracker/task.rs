@@ -137,11 +137,12 @@ pub enum ResultFetch {
     Fetched,
     /// DingTalk refused (more than 100 recipients, outside 24 h, ...): recorded, not retried.
     Refused { errcode: i64 },
+    /// DingTalk answers `getsendresult` only for tasks of at most 100 recipients, and this
+    /// one has more: it refused, or, registered with more, it was not asked (each refusal
+    /// would be a metered call). Expected, not an error.
+    TooManyRecipients,
     /// DingTalk could not be reached about it after several tries (network, throttles).
     Unavailable,
-    /// Sent to more than 100 people: `getsendresult` does not answer for such tasks, so it
-    /// was not asked (each refusal would be a metered call).
-    TooManyRecipients,
 }
 
 /// Everything the exporter knows about one tracked task. Times are Unix milliseconds.
