@@ -10,7 +10,9 @@
 //! is measured. `--tasks.max` is raised by the number of registration clients, so that each
 //! has room for its one short-lived task.
 //!
-//! `cargo bench --bench load` (add `-- --tasks N --scrapers S --registrars R --seconds T`).
+//! Scrapers ask for gzip, as Prometheus does (`--gzip 0`: plain).
+//!
+//! `cargo bench --bench load` (add `-- --tasks N --scrapers S --registrars R --seconds T --gzip 0|1`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -95,12 +97,13 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-async fn scrape(client: &reqwest::Client, url: &str) -> Result<usize, String> {
-    let answer = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|err| err.to_string())?;
+/// One scrape; its bytes as sent (gzipped when `gzip`, as Prometheus asks).
+async fn scrape(client: &reqwest::Client, url: &str, gzip: bool) -> Result<usize, String> {
+    let mut request = client.get(url);
+    if gzip {
+        request = request.header("Accept-Encoding", "gzip");
+    }
+    let answer = request.send().await.map_err(|err| err.to_string())?;
     let status = answer.status();
     let body = answer.bytes().await.map_err(|err| err.to_string())?;
     if status != 200 {
@@ -109,11 +112,16 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Result<usize, String> {
     Ok(body.len())
 }
 
-async fn scrape_until(client: reqwest::Client, url: String, stop: Arc<AtomicBool>) -> Tally {
+async fn scrape_until(
+    client: reqwest::Client,
+    url: String,
+    gzip: bool,
+    stop: Arc<AtomicBool>,
+) -> Tally {
     let mut tally = Tally::default();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        match scrape(&client, &url).await {
+        match scrape(&client, &url, gzip).await {
             Ok(_) => tally.latencies.push(started.elapsed()),
             Err(err) => tally.errors.push(err),
         }
@@ -186,6 +194,8 @@ async fn run() {
     let scrapers = argument("--scrapers", 40);
     let registrars = argument("--registrars", 10);
     let seconds = argument("--seconds", 20);
+    // Scrapers ask for gzip as Prometheus does, unless `--gzip 0`.
+    let gzip = argument("--gzip", 1) != 0;
 
     let sim = start_simulator(APP_KEY, SECRET, Behaviour::default()).await;
     // Long deliveries, some stalled, so every task stays active and is polled during the run.
@@ -244,10 +254,37 @@ async fn run() {
     let mut exposition_bytes = 0;
     for _ in 0..SOLO_SCRAPES {
         let started = Instant::now();
-        exposition_bytes = scrape(&client, &metrics_url)
+        exposition_bytes = scrape(&client, &metrics_url, false)
             .await
             .expect("a lone scrape succeeds");
         solo.latencies.push(started.elapsed());
+    }
+
+    let wire_bytes = scrape(&client, &metrics_url, gzip)
+        .await
+        .expect("a scrape succeeds");
+    // The peer of the registrations under load: the same registrations with no scraper.
+    let mut lone_registrations = Tally::default();
+    for round in 0..SOLO_SCRAPES as i64 {
+        let task = json!({"agent_id": CHURN_AGENT, "task_id": 9_000_000 + round});
+        let started = Instant::now();
+        let answer = client
+            .post(format!("{base}/api/v1/tasks"))
+            .json(&task)
+            .send()
+            .await
+            .expect("the exporter answers");
+        assert_eq!(answer.status(), 201);
+        lone_registrations.latencies.push(started.elapsed());
+        let deleted = client
+            .delete(format!(
+                "{base}/api/v1/tasks/{CHURN_AGENT}/{}",
+                9_000_000 + round
+            ))
+            .send()
+            .await
+            .expect("the exporter answers");
+        assert_eq!(deleted.status(), 204);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -258,6 +295,7 @@ async fn run() {
             tokio::spawn(scrape_until(
                 client.clone(),
                 metrics_url.clone(),
+                gzip,
                 stop.clone(),
             ))
         })
@@ -320,6 +358,16 @@ async fn run() {
         exposition_bytes as f64 / 1e6
     );
     println!(
+        "| bytes on the wire per scrape ({}) | {:.2} MB ({:.0} B per task) |",
+        if gzip {
+            "gzip, as Prometheus asks"
+        } else {
+            "plain"
+        },
+        wire_bytes as f64 / 1e6,
+        wire_bytes as f64 / tasks as f64
+    );
+    println!(
         "| lone scrape p50 / p99 ({SOLO_SCRAPES} scrapes, the peer) | {} / {} |",
         ms(solo_p50),
         ms(solo.percentile(0.99))
@@ -344,7 +392,12 @@ async fn run() {
         registrations.latencies.len() as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "| registration p50 / p99 | {} / {} |",
+        "| lone registration p50 / p99 ({SOLO_SCRAPES}, no scraper; the peer) | {} / {} |",
+        ms(lone_registrations.percentile(0.5)),
+        ms(lone_registrations.percentile(0.99))
+    );
+    println!(
+        "| registration p50 / p99 under {scrapers} scrapers | {} / {} |",
         ms(registrations.percentile(0.5)),
         ms(registrations.percentile(0.99))
     );

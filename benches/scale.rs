@@ -16,8 +16,10 @@
 //!   exporter's `--dingtalk.max-qps`: a call over the limit gets errcode 90018 there, so
 //!   "never above the limit" is checked by the party that enforces it, as calls arrive.
 //!
-//! Latency is the time from sending `GET /metrics` to the last byte of the answer, without
-//! compression (neither side is asked for gzip), so Pushgateway is measured at its fastest.
+//! Latency is the time from sending `GET /metrics` to the last byte of the answer, measured
+//! twice: without compression (neither side is asked for gzip, so Pushgateway is at its
+//! fastest) and with `Accept-Encoding: gzip`, as Prometheus scrapes (both answer gzipped;
+//! the bytes on the wire are counted as sent).
 //!
 //! `cargo bench --bench scale`; after `--`: `--sizes 1000,10000,100000`, `--qps 10,20`,
 //! `--due-tasks 3000`, `--window-secs 30`, `--no-pushgateway`, `--no-polling`.
@@ -189,6 +191,10 @@ struct Served {
     bytes: usize,
     /// Sample lines in it.
     series: usize,
+    /// The same scrapes asking for gzip, as Prometheus does.
+    gzip_latency: Latency,
+    /// Bytes of one gzipped answer, as sent on the wire.
+    gzip_bytes: usize,
     /// Resident memory before the first scrape (after the push, for Pushgateway).
     rss_before_kib: u64,
     /// Resident memory after the scrapes.
@@ -219,6 +225,9 @@ struct SizeResult {
     exporter: ExporterRun,
     pushgateway: Option<PushgatewayRun>,
 }
+
+/// Answers of the task API wanted while scrapes run, at the least.
+const MIN_PROBES: usize = 5;
 
 /// Timed scrapes of the exporter at every size: a tenth of a second each at most.
 const EXPORTER_SCRAPES: usize = 41;
@@ -257,6 +266,7 @@ async fn exporter_at(
     for _ in 0..EXPORTER_SCRAPES {
         samples.push(scrape(client, &metrics, false).await?.elapsed);
     }
+    let (gzip_latency, gzip_bytes) = gzip_scrapes(client, &metrics, EXPORTER_SCRAPES).await?;
     let api = task_api_during_scrapes(client, &base, EXPORTER_SCRAPES / 4).await?;
     let rss_after = exporter.memory()?;
     drop(exporter);
@@ -268,6 +278,8 @@ async fn exporter_at(
         served: Served {
             latency: Latency::of(samples),
             bytes: exposition.len(),
+            gzip_latency,
+            gzip_bytes,
             series: sample_lines(&exposition).count(),
             rss_before_kib: rss_before.rss_kib,
             rss_after_kib: rss_after.rss_kib,
@@ -289,9 +301,11 @@ async fn task_api_during_scrapes(
     scrapes: usize,
 ) -> Result<Latency, String> {
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let url = format!("{base}/api/v1/tasks/{}/{FIRST_TASK_ID}", AGENTS[0]);
     let prober = {
         let stop = stop.clone();
+        let answered = answered.clone();
         std::thread::spawn(move || -> Result<Vec<Duration>, String> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -318,6 +332,7 @@ async fn task_api_during_scrapes(
                         .await
                         .map_err(|err| format!("GET {url}: {err}"))?;
                     samples.push(started.elapsed());
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(samples)
             })
@@ -325,11 +340,18 @@ async fn task_api_during_scrapes(
     };
     let metrics = format!("{base}/metrics");
     let mut scraped = Ok(());
-    for _ in 0..scrapes {
+    // At least `scrapes`, and on until the prober has had a few answers: at small sizes the
+    // scrapes can all be over before its thread has sent its first request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = 0;
+    while done < scrapes
+        || (answered.load(Ordering::Relaxed) < MIN_PROBES && Instant::now() < deadline)
+    {
         if let Err(why) = scrape(client, &metrics, false).await {
             scraped = Err(why);
             break;
         }
+        done += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let samples = prober
@@ -417,12 +439,15 @@ async fn pushgateway_at(
     for _ in 0..scrapes {
         samples.push(scrape(client, &metrics, false).await?.elapsed);
     }
+    let (gzip_latency, gzip_bytes) = gzip_scrapes(client, &metrics, scrapes).await?;
     let rss_after = pushgateway.memory()?;
     drop(pushgateway);
     Ok(PushgatewayRun {
         served: Served {
             latency: Latency::of(samples),
             bytes: exposition.len(),
+            gzip_latency,
+            gzip_bytes,
             series: sample_lines(&exposition).count(),
             rss_before_kib: rss_before.rss_kib,
             rss_after_kib: rss_after.rss_kib,
@@ -494,6 +519,8 @@ fn realistic_task(index: usize, rng: &mut StdRng, now: i64) -> Task {
         anchored_running: true,
         result_attempts: 0,
         last_interval_ms: rng.random_range(5_000..300_000),
+        started_at_ms: Some(started),
+        first_poll_placed: true,
     };
 
     let kind: f64 = rng.random();
@@ -889,6 +916,43 @@ struct Scrape {
     body: Vec<u8>,
 }
 
+/// `scrapes` timed scrapes asking for gzip, and the bytes of one answer as sent (the client
+/// does not decompress). Fails when the server answers uncompressed.
+async fn gzip_scrapes(
+    client: &reqwest::Client,
+    url: &str,
+    scrapes: usize,
+) -> Result<(Latency, usize), String> {
+    let mut samples = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..scrapes {
+        let started = Instant::now();
+        let answer = client
+            .get(url)
+            .header("Accept", "text/plain; version=0.0.4")
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .await
+            .map_err(|err| format!("GET {url}: {err}"))?;
+        if answer
+            .headers()
+            .get("content-encoding")
+            .is_none_or(|coding| coding != "gzip")
+        {
+            return Err(format!(
+                "GET {url} with Accept-Encoding: gzip answered uncompressed"
+            ));
+        }
+        bytes = answer
+            .bytes()
+            .await
+            .map_err(|err| format!("GET {url}: {err}"))?
+            .len();
+        samples.push(started.elapsed());
+    }
+    Ok((Latency::of(samples), bytes))
+}
+
 /// One `GET`, timed from sending the request to the last byte of the body. The body is kept
 /// only when asked, so the other scrapes measure the servers rather than the copying.
 async fn scrape(client: &reqwest::Client, url: &str, keep: bool) -> Result<Scrape, String> {
@@ -1071,6 +1135,44 @@ fn print_report(sizes: &[SizeResult], polling: &[Polling]) {
                 ratio(e.rss_peak_kib as f64, p.served.rss_peak_kib as f64),
             );
         }
+    }
+
+    println!();
+    println!("### /metrics with gzip, as Prometheus scrapes");
+    println!();
+    println!(
+        "| tasks | bytes on the wire: plain | gzip | per task: plain / gzip | exporter gzip median / p90 | Pushgateway gzip median / p90 | exporter / Pushgateway (median) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for size in sizes {
+        let e = &size.exporter.served;
+        let (peer, ratio) = match &size.pushgateway {
+            Some(p) => (
+                format!(
+                    "{} / {}",
+                    ms(p.served.gzip_latency.median),
+                    ms(p.served.gzip_latency.p90)
+                ),
+                format!(
+                    "{:.3}",
+                    e.gzip_latency.median.as_secs_f64()
+                        / p.served.gzip_latency.median.as_secs_f64()
+                ),
+            ),
+            None => ("–".to_string(), "–".to_string()),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} / {:.1} B | {} / {} | {} | {} |",
+            size.tasks,
+            megabytes(e.bytes),
+            megabytes(e.gzip_bytes),
+            e.bytes as f64 / size.tasks as f64,
+            e.gzip_bytes as f64 / size.tasks as f64,
+            ms(e.gzip_latency.median),
+            ms(e.gzip_latency.p90),
+            peer,
+            ratio,
+        );
     }
 
     println!();

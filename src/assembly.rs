@@ -239,6 +239,13 @@ impl AppDirectory for Exporter {
             .map(|(_, client, _)| client.clone())
     }
 
+    fn all_clients(&self) -> Vec<Arc<dyn DeliveryApi>> {
+        read(&self.apps)
+            .values()
+            .map(|(_, client, _)| client.clone())
+            .collect()
+    }
+
     fn poll_settings(&self) -> PollSettings {
         self.config().poll.clone()
     }
@@ -643,14 +650,13 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
             follower,
         }
     });
-    let poller = tokio::spawn(poller::run(
-        Arc::new(poller::Ports {
-            tracker,
-            apps: exporter.clone(),
-            telemetry,
-        }),
-        stopping.clone(),
-    ));
+    let ports = Arc::new(poller::Ports {
+        tracker,
+        apps: exporter.clone(),
+        telemetry,
+    });
+    tokio::spawn(poller::watch_credentials(ports.clone(), stopping.clone()));
+    let poller = tokio::spawn(poller::run(ports, stopping.clone()));
     let mut server_stopping = stopping;
     let server = tokio::spawn(crate::http::serve_with_web_config(
         listener,
@@ -765,7 +771,7 @@ mod tests {
 
     use super::*;
     use crate::config::{LogFormat, LogLevel, LogSettings, PollSettings, WebSettings};
-    use crate::dingtalk::{ApiFailure, RecipientCounts, SendProgress};
+    use crate::dingtalk::{ApiFailure, SendProgress, SendResult};
     use crate::secret::Secret;
 
     /// Never asked to call out: these tests only build clients.
@@ -776,7 +782,10 @@ mod tests {
         async fn send_progress(&self, _: i64, _: i64) -> Result<SendProgress, ApiFailure> {
             Err(ApiFailure::Transport("idle".to_string()))
         }
-        async fn send_result(&self, _: i64, _: i64) -> Result<RecipientCounts, ApiFailure> {
+        async fn send_result(&self, _: i64, _: i64) -> Result<SendResult, ApiFailure> {
+            Err(ApiFailure::Transport("idle".to_string()))
+        }
+        async fn check_credentials(&self, _: Duration) -> Result<(), ApiFailure> {
             Err(ApiFailure::Transport("idle".to_string()))
         }
     }
@@ -800,6 +809,8 @@ mod tests {
             poll: PollSettings {
                 min_interval: Duration::from_secs(5),
                 max_interval: Duration::from_secs(300),
+                stall_after: Duration::from_secs(3600),
+                stalled_interval: Duration::from_secs(1800),
                 task_max_age: Duration::from_secs(86_400),
                 task_retention: Duration::from_secs(3_600),
                 tasks_max: 10,

@@ -18,7 +18,7 @@
 //! dingtalk: {api_url: "https://oapi.dingtalk.com", app_key: dingabc, app_secret_file: secret,
 //!            max_qps: 10, monthly_call_budget: 5000, timeout: 10s}
 //! storage:  {path: dingtalk-exporter.db}
-//! poll:     {min_interval: 5s, max_interval: 5m}
+//! poll:     {min_interval: 5s, max_interval: 5m, stall_after: 1h, stalled_interval: 30m}
 //! task:     {max_age: 24h, retention: 1h}
 //! tasks_max: 10000
 //! log:      {level: info, format: logfmt}
@@ -107,6 +107,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STORAGE_PATH: &str = "dingtalk-exporter.db";
 pub const DEFAULT_POLL_MIN_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_POLL_MAX_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_POLL_STALL_AFTER: Duration = Duration::from_secs(3600);
+pub const DEFAULT_POLL_STALLED_INTERVAL: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_TASK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TASK_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_TASKS_MAX: usize = 10_000;
@@ -175,6 +177,10 @@ pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 pub struct PollSettings {
     pub min_interval: Duration,
     pub max_interval: Duration,
+    /// A task whose progress has not changed for this long is polled every
+    /// `stalled_interval`.
+    pub stall_after: Duration,
+    pub stalled_interval: Duration,
     /// Stop polling a task this long after it was created.
     pub task_max_age: Duration,
     /// How long a finished, expired or invalid task stays on `/metrics`.
@@ -461,11 +467,17 @@ pub struct DemoTarget {
     pub scratch_storage_path: PathBuf,
 }
 
-/// Loads the demo's configuration: its flags, with the `default` app pointing at the
-/// simulator. The demo reads no config file.
+/// Loads the demo's configuration: its flags and the settings of its `--config.file`, with
+/// the `default` app pointing at the simulator and listening on loopback unless told
+/// otherwise. The file's apps and static tasks are left out: they belong to a real
+/// DingTalk, which the demo never calls.
 pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigErrors> {
+    let mut web = args.web.clone();
+    if web.listen_address.is_none() && !file_sets_listen_address(args.config_file.as_deref()) {
+        web.listen_address = Some(DEMO_LISTEN_ADDRESS.to_string());
+    }
     let flags = CommandFlags {
-        config_file: None,
+        config_file: args.config_file.clone(),
         app: AppSource::Given {
             api_url: target.api_url,
             app_key: target.app_key,
@@ -474,7 +486,7 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         monthly_call_budget: args.monthly_call_budget,
         storage_path: args.storage_path.clone(),
         replicas: None,
-        web: &args.web,
+        web: &web,
         dingtalk: &args.dingtalk,
         poll: &args.poll,
         log: &args.log,
@@ -484,7 +496,28 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         },
         web_config_check: None,
     };
-    resolve(&flags).map(|resolved| resolved.config)
+    resolve(&flags).map(|resolved| {
+        let mut config = resolved.config;
+        config.apps.retain(|app| app.name == DEFAULT_APP);
+        config.static_tasks.clear();
+        config
+    })
+}
+
+/// Where the demo listens unless told otherwise: loopback, since it serves sample data and
+/// a writable task API to whoever can reach it.
+pub const DEMO_LISTEN_ADDRESS: &str = "127.0.0.1:10050";
+
+/// Whether the config file at `path` sets `web.listen_address` (a file that cannot be read
+/// is reported by the resolution itself).
+fn file_sets_listen_address(path: Option<&Path>) -> bool {
+    let Some(text) = path.and_then(|path| std::fs::read_to_string(path).ok()) else {
+        return false;
+    };
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+        .ok()
+        .and_then(|file| file.get("web")?.get("listen_address").cloned())
+        .is_some_and(|address| !address.is_null())
 }
 
 /// Things that are valid but probably not what the operator wants, worded for the log at

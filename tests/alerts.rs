@@ -24,9 +24,11 @@ use dashboard_support::{
 use prometheus_tools::prometheus_binary;
 use serde_json::Value;
 
-/// Where each alert's `runbook_url` points: a heading of the README named after the alert.
-const RUNBOOK_BASE: &str =
-    "https://github.com/dingtalk-exporter/dingtalk-exporter/blob/main/README.md#";
+/// Where each alert's `runbook_url` points: a heading of the README, in the repository
+/// Cargo.toml names, named after the alert.
+fn runbook_base() -> String {
+    format!("{}/blob/main/README.md#", env!("CARGO_PKG_REPOSITORY"))
+}
 const SEVERITIES: &[&str] = &["critical", "warning", "info"];
 
 fn read_yaml(path: &PathBuf) -> Value {
@@ -177,7 +179,7 @@ fn alerts_follow_naming_and_annotation_conventions() {
         {
             problems.push(format!("{name}: the summary is templated"));
         }
-        let expected_url = format!("{RUNBOOK_BASE}{}", name.to_lowercase());
+        let expected_url = format!("{}{}", runbook_base(), name.to_lowercase());
         if alert["annotations"]["runbook_url"] != expected_url.as_str() {
             problems.push(format!("{name}: runbook_url should be {expected_url}"));
         }
@@ -198,6 +200,55 @@ fn every_runbook_url_points_at_a_readme_section() {
         })
         .collect();
     assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// Every runbook link in every shipped alert file (Prometheus and Grafana-managed rules)
+/// leads into the repository that Cargo.toml names, so the links follow the project.
+#[test]
+fn every_runbook_url_lies_in_the_crates_repository() {
+    let repository = env!("CARGO_PKG_REPOSITORY");
+    assert!(
+        repository.starts_with("https://"),
+        "Cargo.toml's repository {repository:?} is not an https URL"
+    );
+    let mut files = Vec::new();
+    let mut folders = vec![rules_path().parent().expect("alerts folder").to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("alerts folder lists") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                if !path.ends_with("tests") {
+                    folders.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|ext| ext == "yml" || ext == "yaml")
+            {
+                files.push(path);
+            }
+        }
+    }
+    let mut links = 0;
+    let mut strays = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("alert file reads");
+        for line in text.lines() {
+            let Some((_, value)) = line.split_once("runbook_url:") else {
+                continue;
+            };
+            links += 1;
+            let url = value.trim().trim_matches(|c| c == '"' || c == '\'');
+            if !url.starts_with(&format!("{repository}/")) {
+                strays.push(format!("{}: {url}", file.display()));
+            }
+        }
+    }
+    assert!(links > 0, "no runbook_url in {files:?}");
+    assert!(
+        strays.is_empty(),
+        "runbook URLs outside {repository}:\n{}",
+        strays.join("\n")
+    );
 }
 
 /// Rules read only exported or recorded metrics; recording rules are well named and used.

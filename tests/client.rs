@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use client_fake::*;
 use dingtalk_exporter::dingtalk::{
-    ApiFailure, Deferral, DeliveryApi, RecipientCounts, SendProgress,
+    Api, ApiFailure, Deferral, DeliveryApi, RecipientCounts, SendProgress, SendResult,
 };
 
 fn dingtalk_code<T: std::fmt::Debug>(outcome: Result<T, ApiFailure>) -> i64 {
@@ -144,10 +144,12 @@ async fn credential_errors_stop_at_gettoken() {
     .await;
     let h = harness(&fake.url(), Options::default());
 
-    assert_eq!(
-        dingtalk_code(h.client.send_progress(AGENT_ID, TASK_ID).await),
-        40096
+    let failure = h.client.send_progress(AGENT_ID, TASK_ID).await.unwrap_err();
+    assert!(
+        matches!(&failure, ApiFailure::NoToken(cause) if cause.dingtalk_code() == Some(40096)),
+        "expected a gettoken failure, got {failure:?}"
     );
+    assert_eq!(failure.failed_api(Api::GetSendProgress), Api::GetToken);
     assert_eq!(fake.count(GETTOKEN), 1);
     assert_eq!(fake.count(PROGRESS), 0);
     assert_eq!(h.token_refreshes(), 1);
@@ -518,11 +520,13 @@ async fn refused_connection_is_a_transport_failure() {
     let h = harness(&url, Options::default());
 
     match h.client.send_progress(AGENT_ID, TASK_ID).await {
-        Err(ApiFailure::Transport(text)) => {
+        Err(ApiFailure::NoToken(cause)) if matches!(*cause, ApiFailure::Transport(_)) => {
+            let text = cause.to_string();
+            assert!(text.contains("Connection refused"), "{text}");
             assert!(!text.contains(APP_SECRET), "{text}");
             assert!(!text.contains("appsecret="), "{text}");
         }
-        other => panic!("expected a transport failure, got {other:?}"),
+        other => panic!("expected a transport failure of gettoken, got {other:?}"),
     }
     assert_eq!(h.errors("gettoken", "transport"), 3);
     assert_eq!(h.token_refresh_failures(), 1);
@@ -609,13 +613,13 @@ async fn send_result_counts_recipients() {
 
     assert_eq!(
         h.client.send_result(AGENT_ID, TASK_ID).await,
-        Ok(RecipientCounts {
+        Ok(SendResult::Recipients(RecipientCounts {
             read: 3,
             unread: 1,
             failed: 1,
             forbidden: 2,
             invalid: 2
-        })
+        }))
     );
     let requests = fake.requests(RESULT);
     assert_eq!(requests.len(), 1);
@@ -624,9 +628,10 @@ async fn send_result_counts_recipients() {
     assert_eq!(h.gate.reserved(), 1);
 }
 
-/// A getsendresult refusal (a task with too many recipients) is reported, not retried.
+/// A getsendresult refusal of a task with more than 100 recipients is an outcome, sent
+/// once and not counted as an API error.
 #[tokio::test]
-async fn send_result_refusal_is_not_retried() {
+async fn send_result_refusal_is_too_many_recipients_not_an_error() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let fake = FakeDingTalk::with_token("tok", move |_, _| {
@@ -637,10 +642,19 @@ async fn send_result_refusal_is_not_retried() {
     let h = harness(&fake.url(), Options::default());
 
     assert_eq!(
-        dingtalk_code(h.client.send_result(AGENT_ID, TASK_ID).await),
-        40035
+        h.client.send_result(AGENT_ID, TASK_ID).await,
+        Ok(SendResult::TooManyRecipients)
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let metrics = h.metrics_text();
+    assert!(
+        metrics.contains("dingtalk_api_requests_total{api=\"getsendresult\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("dingtalk_api_errors_total{api=\"getsendresult\""),
+        "{metrics}"
+    );
 }
 
 /// An API URL with a path prefix (a reverse proxy, say) keeps its prefix.

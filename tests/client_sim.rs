@@ -162,6 +162,11 @@ async fn recipient_counts_match_the_simulator() {
 
     let counts = h.client.send_result(DEMO_AGENT_ID, task_id).await;
     let expected = timeline.counts_at(i64::MAX / 2);
-    assert_eq!(counts, Ok(expected));
+    assert_eq!(
+        counts,
+        Ok(dingtalk_exporter::dingtalk::SendResult::Recipients(
+            expected
+        ))
+    );
     assert!(expected.forbidden > 0 && expected.read > 0 && expected.invalid > 2);
 }

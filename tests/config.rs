@@ -62,6 +62,8 @@ tasks:
 poll:
   min_interval: 2s
   max_interval: 1m
+  stall_after: 90m
+  stalled_interval: 20m
 ";
 
 /// A file with two apps, static tasks and a poll section loads into exactly that.
@@ -113,6 +115,8 @@ fn two_apps_static_tasks_and_poll_section_load() {
     );
     assert_eq!(config.poll.min_interval, Duration::from_secs(2));
     assert_eq!(config.poll.max_interval, Duration::from_secs(60));
+    assert_eq!(config.poll.stall_after, Duration::from_secs(90 * 60));
+    assert_eq!(config.poll.stalled_interval, Duration::from_secs(20 * 60));
     // What the file leaves out keeps its default.
     assert_eq!(config.poll.task_max_age, Duration::from_secs(24 * 3600));
     assert_eq!(config.web.listen_address, ":10050");
@@ -133,14 +137,12 @@ fn example_config_file_loads() {
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.yml"))
             .unwrap();
-    // The example points at system paths; give it the same files under a scratch directory.
+    // The example's paths are relative to it; give it the same files under a scratch directory.
     let root = dir.path().to_str().unwrap();
-    let example = example
-        .replace("/run/secrets/", &format!("{root}/"))
-        .replace("/var/lib/dingtalk-exporter/", &format!("{root}/"));
-    write(dir.path(), "dingtalk-hr", "hr\n");
-    write(dir.path(), "dingtalk-it", "it\n");
-    write(dir.path(), "isv-suite", "suite\n");
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    write(dir.path(), "secrets/dingtalk-hr", "hr\n");
+    write(dir.path(), "secrets/dingtalk-it", "it\n");
+    write(dir.path(), "secrets/isv-suite", "suite\n");
 
     let config = load_yaml(dir.path(), &example, &[]).unwrap();
     let names: Vec<(&str, Option<&str>)> = config
@@ -162,6 +164,32 @@ fn example_config_file_loads() {
     assert_eq!(config.dingtalk.monthly_call_budget, 5000);
     assert_eq!(config.log.format, LogFormat::Logfmt);
     assert!(check_config(&flags(&["--config.file", &format!("{root}/config.yml")])).valid);
+}
+
+/// The command in the example config's header, run as written from the repository, passes
+/// its own check: the first thing a newcomer tries works.
+#[test]
+fn the_example_configs_own_check_command_passes() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(repo.join("examples/config.yml")).unwrap();
+    let command = example
+        .lines()
+        .map(|line| line.trim_start_matches('#').trim())
+        .find(|line| line.starts_with("dingtalk-exporter ") && line.contains("--config.check"))
+        .expect("the header shows a --config.check command");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dingtalk-exporter"))
+        .args(command.split_whitespace().skip(1))
+        .current_dir(repo)
+        .env_remove("DINGTALK_APP_SECRET")
+        .env_remove("DINGTALK_APP_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command}\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Every setting can be given in its section of the file.
@@ -588,6 +616,8 @@ fn check_reports_what_was_loaded() {
         .collect();
     for line in [
         "poll.min_interval = 2s (config file)",
+        "poll.stall_after = 1h30m (config file)",
+        "poll.stalled_interval = 20m (config file)",
         "log.level = debug (flag)",
         "web.listen_address = :10050 (default)",
         "dingtalk.monthly_call_budget = 0 (default)",
@@ -608,13 +638,21 @@ fn check_reports_every_problem() {
     );
     let report = check_config(&flags(&["--config.file", file.to_str().unwrap()]));
     assert!(!report.valid);
+    // The unreadable level does not hide the durations' problem: both in one run.
     assert!(
-        report.text.contains("is INVALID (1 problem)"),
+        report.text.contains("is INVALID (2 problems)"),
         "{}",
         report.text
     );
     assert!(
         report.text.contains("log.level: unknown variant `loud`"),
+        "{}",
+        report.text
+    );
+    assert!(
+        report
+            .text
+            .contains("poll.max_interval: 1s is shorter than"),
         "{}",
         report.text
     );
@@ -746,6 +784,59 @@ fn demo_config_points_at_the_simulator() {
     assert_eq!(config.dingtalk.monthly_call_budget, 0);
     assert_eq!(config.storage_path, other_store);
     assert_eq!(config.poll.min_interval, Duration::from_secs(1));
+}
+
+/// The demo listens on loopback unless told otherwise, and takes the settings of a
+/// `--config.file` (as the README says it takes the exporter's flags) without its apps and
+/// static tasks.
+#[test]
+fn demo_listens_on_loopback_and_reads_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = || DemoTarget {
+        api_url: "http://127.0.0.1:4321".into(),
+        app_key: "demo-key".into(),
+        app_secret: Secret::new("demo-secret"),
+        scratch_storage_path: dir.path().join("demo.db"),
+    };
+    let demo_args = |args: &[&str]| -> DemoArgs {
+        let cli = Cli::try_parse_from(
+            ["dingtalk-exporter", "demo"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .unwrap();
+        match cli.command {
+            Some(dingtalk_exporter::commands::cli::Command::Demo(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    };
+    let config = config::load_demo(&demo_args(&[]).settings, target()).unwrap();
+    assert_eq!(config.web.listen_address, "127.0.0.1:10050");
+
+    write(dir.path(), "secret", "s\n");
+    let file = write(
+        dir.path(),
+        "demo.yml",
+        "poll: {max_interval: 40s}\napps: [{name: real, agent_id: 7, app_key: k, app_secret_file: secret}]\ntasks: [{agent_id: 7, task_id: 8}]\n",
+    );
+    let config = config::load_demo(
+        &demo_args(&["--config.file", file.to_str().unwrap()]).settings,
+        target(),
+    )
+    .unwrap();
+    assert_eq!(config.poll.max_interval, Duration::from_secs(40));
+    assert_eq!(config.web.listen_address, "127.0.0.1:10050");
+    let apps: Vec<&str> = config.apps.iter().map(|app| app.name.as_str()).collect();
+    assert_eq!(apps, ["default"]);
+    assert!(config.static_tasks.is_empty());
+
+    let listening = write(dir.path(), "listen.yml", "web: {listen_address: ':0'}\n");
+    let config = config::load_demo(
+        &demo_args(&["--config.file", listening.to_str().unwrap()]).settings,
+        target(),
+    )
+    .unwrap();
+    assert_eq!(config.web.listen_address, ":0");
 }
 
 /// `--config.check` as the binary runs it, web config file included.

@@ -679,8 +679,6 @@ const NOT_YET_EXPOSED: &[&str] = &[
     "dingtalk_proxy_requests_total",
     "dingtalk_proxy_track_failures_total",
     "dingtalk_proxy_tracked_total",
-    // the completion estimate
-    "dingtalk_task_expected_completion_timestamp_seconds",
 ];
 
 /// Families the exporter exposes beyond interface.md's table, each documented in the

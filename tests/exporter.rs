@@ -405,3 +405,129 @@ async fn logs_never_contain_secrets_or_tokens() {
         }
     }
 }
+
+/// Wrong credentials show as `dingtalk_up 0` from the start, before any task; the log
+/// blames `gettoken` (not the task API) and names the host and the task; a task polled
+/// meanwhile counts no metered call, as the month counter counts none.
+#[tokio::test]
+async fn wrong_credentials_show_at_start_and_cost_no_calls() {
+    let sim = simulator(Behaviour::default()).await;
+    let (_dir, db) = temp_db();
+    let exporter = exporter_against(
+        &sim,
+        (APP_KEY, "not-the-secret"),
+        &db,
+        &[
+            ("--poll.min-interval", "100ms"),
+            ("--poll.max-interval", "1s"),
+            ("--log.level", "debug"),
+        ],
+        &[],
+    );
+    eventually("dingtalk_up 0 with no task tracked", WAIT, || async {
+        let up = metric(&exporter, "dingtalk_up", &[("app", "default")]).await?;
+        (up == 0.0).then_some(())
+    })
+    .await;
+    let host = sim
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let logs = exporter.logs();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("DingTalk call failed"))
+        .unwrap_or_else(|| panic!("no warning about the failed call:\n{logs}"));
+    assert!(warning.contains("api=gettoken"), "{warning}");
+    assert!(warning.contains(&format!("host={host}")), "{warning}");
+
+    let task = sim.add_task(AGENT, Timeline::default());
+    assert_eq!(register(&exporter, task, "payroll").await, 201);
+    eventually("the task's poll to fail", WAIT, || async {
+        let answer = task_json(&exporter, task).await?;
+        (answer["last_errcode"]
+            .as_i64()
+            .is_some_and(|code| code != 0))
+        .then_some(())
+    })
+    .await;
+    let answer = task_json(&exporter, task).await.unwrap();
+    assert_eq!(answer["metered_calls"], 0, "{answer}");
+    assert_eq!(
+        metric(&exporter, "dingtalk_api_month_calls", &[]).await,
+        Some(0.0)
+    );
+    let logs = exporter.logs();
+    let about_task = logs
+        .lines()
+        .find(|line| line.contains("DingTalk call failed") && line.contains(&task.to_string()))
+        .unwrap_or_else(|| panic!("no failure line names the task:\n{logs}"));
+    assert!(about_task.contains("api=gettoken"), "{about_task}");
+    assert!(
+        about_task.contains("needed_for=getsendprogress"),
+        "{about_task}"
+    );
+    assert!(
+        about_task.contains(&format!("agent_id={AGENT}")),
+        "{about_task}"
+    );
+    assert!(
+        !logs.contains("api=getsendprogress errcode="),
+        "a token failure blamed on the task API:\n{logs}"
+    );
+}
+
+/// Right credentials show as `dingtalk_up 1` from the start, without a metered call.
+#[tokio::test]
+async fn right_credentials_show_up_at_start_without_metered_calls() {
+    let sim = simulator(Behaviour::default()).await;
+    let (_dir, db) = temp_db();
+    let exporter = exporter(&sim, &db, &[]);
+    eventually("dingtalk_up 1 with no task tracked", WAIT, || async {
+        let up = metric(&exporter, "dingtalk_up", &[("app", "default")]).await?;
+        (up == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&exporter, "dingtalk_api_month_calls", &[]).await,
+        Some(0.0)
+    );
+}
+
+/// A finished task of more than 100 recipients ends with the result outcome
+/// `too_many_recipients`, not with a getsendresult error.
+#[tokio::test]
+async fn large_tasks_end_with_too_many_recipients_not_an_error() {
+    let sim = simulator(Behaviour::default()).await;
+    let task = sim.add_task(
+        AGENT,
+        Timeline {
+            duration_ms: 500,
+            recipients: 150,
+            read: 100,
+            ..Timeline::default()
+        },
+    );
+    let (_dir, db) = temp_db();
+    let exporter = exporter(&sim, &db, &[]);
+    assert_eq!(register(&exporter, task, "all hands").await, 201);
+    eventually("the result outcome", WAIT, || async {
+        let answer = task_json(&exporter, task).await?;
+        (answer["result"]["outcome"] != "pending").then_some(())
+    })
+    .await;
+    let answer = task_json(&exporter, task).await.unwrap();
+    assert_eq!(
+        answer["result"]["outcome"], "too_many_recipients",
+        "{answer}"
+    );
+    assert_eq!(answer["state"], "completed");
+    let text = get_text(&exporter.url("/metrics")).await.unwrap();
+    assert!(
+        !text.contains("dingtalk_api_errors_total{api=\"getsendresult\""),
+        "{text}"
+    );
+    assert!(text.contains("dingtalk_api_requests_total{api=\"getsendresult\"} 1"));
+    let page = get_text(&exporter.url("/")).await.unwrap();
+    assert!(page.contains("up to 100"), "{page}");
+}

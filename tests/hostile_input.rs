@@ -112,7 +112,7 @@ async fn the_binary_refuses_hostile_registrations_with_a_clear_4xx() {
             json,
             br#"[{"agent_id":" 12","task_id":1},{"agent_id":"+12","task_id":2},{"agent_id":"0x1F","task_id":3}]"#.to_vec(),
             400,
-            "item 0: agent_id must be an integer",
+            "item 1 (counting from 1): agent_id must be an integer",
         ),
         (
             "a missing agent_id",
@@ -202,7 +202,7 @@ async fn the_binary_refuses_hostile_registrations_with_a_clear_4xx() {
             json,
             batch_ending_with(20_000, r#"{"agent_id":1,"task_id":"x"}"#),
             400,
-            "item 20000: task_id must be an integer",
+            "item 20001 (counting from 1): task_id must be an integer",
         ),
         (
             "more new tasks than --tasks.max",

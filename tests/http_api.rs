@@ -148,7 +148,7 @@ async fn invalid_registrations_are_clear_4xx_and_register_nothing() {
         ),
         (
             r#"[{"agent_id":1,"task_id":10},{"agent_id":1,"task_id":0}]"#.to_string(),
-            "item 1: task_id must be an integer",
+            "item 2 (counting from 1): task_id must be an integer",
         ),
     ];
     for (body, expected) in cases {

@@ -152,12 +152,13 @@ async fn landing_page_lists_tasks_escaped() {
         !page.contains("<script>alert"),
         "unescaped name on the page"
     );
-    assert!(page.contains("<td class=\"num\">22</td>"));
+    assert!(page.contains("task 22 · agent 11"), "{page}");
 }
 
-/// The landing page shows at most 500 tasks, the newest first, and says so.
+/// The landing page lists 100 tasks a page, the newest first, says how many match, pages
+/// through the rest and filters by state and name.
 #[tokio::test]
-async fn landing_page_caps_its_rows() {
+async fn landing_page_pages_and_filters_its_rows() {
     let (exporter, store) = exporter(test_config());
     let start = now_ms();
     for task_id in 1..=600i64 {
@@ -166,7 +167,11 @@ async fn landing_page_caps_its_rows() {
                 agent_id: 1,
                 task_id,
             },
-            name: format!("task-{task_id}"),
+            name: if task_id % 100 == 0 {
+                format!("payroll-{task_id}")
+            } else {
+                format!("task-{task_id}")
+            },
             recipients: None,
             source: dingtalk_exporter::tracker::TaskSource::Api,
         };
@@ -177,20 +182,44 @@ async fn landing_page_caps_its_rows() {
             .unwrap();
     }
     let server = TestServer::start_exporter(exporter, store, ServerLimits::default()).await;
-    let page = client()
-        .get(&server.url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rows = page.matches("<tr><td>task-").count();
-    assert_eq!(rows, 500);
-    assert!(page.contains("Showing the 500 most recently registered"));
-    assert!(page.contains(">task-600<"));
-    assert!(!page.contains(">task-100<"));
-    assert!(page.find(">task-600<").unwrap() < page.find(">task-599<").unwrap());
+    let page = |query: &str| {
+        let url = format!("{}/{query}", server.url);
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let first = page("").await;
+    assert_eq!(first.matches("<td class=\"task\">").count(), 100);
+    assert!(first.contains("600 match; showing 1–100"), "{first}");
+    assert!(first.contains(">payroll-600<"));
+    assert!(first.find(">payroll-600<").unwrap() < first.find(">task-599<").unwrap());
+    assert!(!first.contains(">task-500<"));
+    assert!(first.contains("href=\"?page=2\""), "{first}");
+
+    let last = page("?page=6").await;
+    assert!(last.contains(">task-1<"));
+    assert!(last.contains("page 6 of 6"));
+
+    let filtered = page("?name=PAYROLL&state=active").await;
+    assert_eq!(filtered.matches("<td class=\"task\">").count(), 6);
+    assert!(filtered.contains("6 match the filter"), "{filtered}");
+    assert!(filtered.contains("<option value=\"active\" selected>"));
+    assert!(filtered.contains("value=\"PAYROLL\""));
+    let none = page("?state=completed").await;
+    assert!(none.contains("No task matches the filter."));
+    let hostile = page("?name=%3Cscript%3E").await;
+    assert!(
+        !hostile.contains("<script>\""),
+        "the filter is echoed unescaped"
+    );
+    assert!(hostile.contains("value=\"&lt;script&gt;\""));
 }
 
 /// --web.telemetry-path moves the exposition; the old path is then unknown.
@@ -390,4 +419,59 @@ async fn unknown_pages_and_head_requests() {
         "text/plain; version=0.0.4; charset=utf-8"
     );
     assert!(head.text().await.unwrap().is_empty());
+}
+
+/// A scrape asking for gzip (as Prometheus does) gets the exposition gzipped and much
+/// smaller; one that does not ask gets the same text plain.
+#[tokio::test]
+async fn metrics_are_gzipped_when_asked_and_plain_otherwise() {
+    use std::io::Read as _;
+    let (exporter, store) = exporter(test_config());
+    let tasks = (1..=200i64)
+        .map(|task_id| NewTask {
+            key: TaskKey {
+                agent_id: 7,
+                task_id,
+            },
+            name: format!("notice {task_id}"),
+            recipients: None,
+            source: dingtalk_exporter::tracker::TaskSource::Api,
+        })
+        .collect();
+    exporter.tracker().register(tasks, now_ms()).await.unwrap();
+    let server = TestServer::start_exporter(exporter, store, ServerLimits::default()).await;
+    let url = format!("{}/metrics", server.url);
+    let plain = client().get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.text().await.unwrap();
+    let zipped = client()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["vary"], "Accept-Encoding");
+    let body = zipped.bytes().await.unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&body[..])
+        .read_to_string(&mut text)
+        .expect("the body is gzip");
+    let task_lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| line.starts_with("dingtalk_task_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(task_lines(&text).len(), task_lines(&plain).len());
+    assert!(task_lines(&text).len() >= 200 * 2);
+    assert_eq!(task_lines(&text), task_lines(&plain));
+    assert!(
+        body.len() * 5 < plain.len(),
+        "gzip saved too little: {} of {} bytes",
+        body.len(),
+        plain.len()
+    );
 }

@@ -118,7 +118,80 @@ async fn the_track_command_registers_tasks() {
         .output()
         .unwrap();
     assert!(!bad.status.success(), "an invalid id is refused");
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("agent_id"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--agent-id"));
+}
+
+/// `track` says what went wrong in words a user can act on: a negative id, a URL without
+/// a scheme, a refused connection, a missing API token, and a new name for a tracked task.
+#[tokio::test]
+async fn the_track_command_explains_what_went_wrong() {
+    let sim = simulator().await;
+    let task = sim.add_task(AGENT, Timeline::slow());
+    let (dir, db) = temp_db();
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, "t0ken-for-writes\n").unwrap();
+    let token_file = token_file.to_str().unwrap().to_string();
+    let exporter = exporter(&sim, &db, &["--web.api-token-file", &token_file]);
+    let task_id = task.to_string();
+    let agent_id = AGENT.to_string();
+    let track = |url: &str, extra: &[&str]| {
+        let output = Command::new(binary())
+            .args(["track", "--exporter.url", url])
+            .args(extra)
+            .output()
+            .expect("track runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let url = exporter.url("");
+
+    let (ok, _, err) = track(&url, &["--agent-id", "-5", "--task-id", "1"]);
+    assert!(!ok);
+    assert!(err.contains("-5 is not in 1.."), "{err}");
+    assert!(!err.contains("unexpected argument"), "{err}");
+
+    let no_scheme = url.trim_start_matches("http://").to_string();
+    let (ok, _, err) = track(&no_scheme, &["--agent-id", "1", "--task-id", "1"]);
+    assert!(!ok);
+    assert!(err.contains("must start with http://"), "{err}");
+    assert!(!err.contains("builder error"), "{err}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (ok, _, err) = track(&closed_url, &["--agent-id", "1", "--task-id", "1"]);
+    assert!(!ok);
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+
+    let ids = ["--agent-id", &agent_id, "--task-id", &task_id];
+    let (ok, _, err) = track(&url, &ids);
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("--web.api-token-file"), "{err}");
+
+    let with_token = |name: &str| {
+        let mut args = ids.to_vec();
+        args.extend(["--web.api-token-file", &token_file, "--name", name]);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let first = with_token("payroll");
+    let (ok, out, err) = track(&url, &first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert!(out.contains("now tracking"), "{out}");
+    let renamed = with_token("payroll, second try");
+    let (ok, out, err) = track(
+        &url,
+        &renamed.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("already tracking"), "{out}");
+    assert!(
+        out.contains("keeps the name it was first registered with"),
+        "{out}"
+    );
 }
 
 /// A task past `--task.max-age` becomes expired and is not polled again; once its
@@ -213,4 +286,66 @@ async fn the_simulate_command_serves_the_api() {
     assert_eq!(token["errcode"], 0);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The demo says so in its log when it stops (on SIGTERM), after printing loopback URLs.
+#[test]
+fn the_demo_logs_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(binary())
+        .args([
+            "demo",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--storage.path",
+        ])
+        .arg(dir.path().join("demo.db"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the demo starts");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        Box::new(demo.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(demo.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|stream| {
+        let lines_tx = lines_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        })
+    })
+    .collect();
+    drop(lines_tx);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !seen.iter().any(|line: &String| line.contains("Metrics:")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = demo.kill();
+                panic!("the demo printed no URLs:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    let metrics_line = seen.iter().find(|line| line.contains("Metrics:")).unwrap();
+    assert!(metrics_line.contains("http://127.0.0.1:"), "{metrics_line}");
+    let pid = demo.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = demo.wait().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    seen.extend(lines_rx.try_iter());
+    assert!(status.success(), "{status}: {}", seen.join("\n"));
+    assert!(
+        seen.iter().any(|line| line.contains("demo stopped")),
+        "{}",
+        seen.join("\n")
+    );
 }

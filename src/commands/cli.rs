@@ -68,10 +68,12 @@ pub struct TrackArgs {
     )]
     pub exporter_url: String,
     /// The agent (app) that sent the message.
-    #[arg(long = "agent-id")]
+    // Negative numbers are read as values, so that `--agent-id -5` gets a range error
+    // instead of "unexpected argument".
+    #[arg(long = "agent-id", allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(1..))]
     pub agent_id: i64,
     /// The task_id asyncsend_v2 returned.
-    #[arg(long = "task-id")]
+    #[arg(long = "task-id", allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(1..))]
     pub task_id: i64,
     /// A name for people, shown on the dashboard (`dingtalk_task_info{name}`).
     #[arg(long)]

@@ -67,7 +67,7 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
         // reqwest's message names the URL; show it without any credentials it may hold.
         format!(
             "could not reach the exporter at {shown_url}: {}",
-            err.without_url()
+            error_chain(err.without_url())
         )
     })?;
     let status = response.status();
@@ -80,8 +80,17 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
         let reason = serde_json::from_str::<ErrorAnswer>(&text)
             .map(|answer| answer.error)
             .unwrap_or_else(|_| text.trim().chars().take(500).collect());
+        let hint = match status {
+            reqwest::StatusCode::UNAUTHORIZED if token.is_none() => {
+                "; pass the file holding the exporter's API token with --web.api-token-file"
+            }
+            reqwest::StatusCode::UNAUTHORIZED => {
+                "; the token in --web.api-token-file is not the one the exporter expects"
+            }
+            _ => "",
+        };
         return Err(format!(
-            "the exporter at {shown_url} refused the task (HTTP {status}): {reason}"
+            "the exporter at {shown_url} refused the task (HTTP {status}): {reason}{hint}"
         ));
     }
     let task: TaskAnswer = serde_json::from_str(&text).map_err(|err| {
@@ -92,17 +101,53 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
     } else {
         "already tracking"
     };
-    Ok(summary(what, &task))
+    let mut line = summary(what, &task);
+    if let Some(name) = args.name.as_deref().filter(|name| *name != task.name) {
+        // The exporter keeps the first name a task was registered with.
+        line.push_str(&format!(
+            "; it keeps the name it was first registered with, not {name:?}"
+        ));
+    }
+    Ok(line)
+}
+
+/// An error and its causes on one line ("error sending request" alone hides the
+/// "Connection refused" beneath it).
+fn error_chain(err: reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The task API's collection URL under the exporter's base URL.
 fn tasks_url(base: &str) -> Result<reqwest::Url, String> {
     let base = base.trim().trim_end_matches('/');
-    reqwest::Url::parse(&format!("{base}/api/v1/tasks")).map_err(|err| {
+    let scheme_missing = || {
+        format!(
+            "--exporter.url {base:?} must start with http:// or https:// and name a host, like http://127.0.0.1:10050"
+        )
+    };
+    if !base.contains("://") {
+        return Err(scheme_missing());
+    }
+    let url = reqwest::Url::parse(&format!("{base}/api/v1/tasks")).map_err(|err| {
         format!(
             "--exporter.url {base:?} is not a valid URL ({err}); use e.g. http://127.0.0.1:10050"
         )
-    })
+    })?;
+    // `localhost:10050` parses as a URL of the scheme "localhost".
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(scheme_missing());
+    }
+    Ok(url)
 }
 
 /// A URL fit for printing: any user name and password removed.
@@ -140,10 +185,19 @@ mod tests {
             "http://127.0.0.1:10050/api/v1/tasks"
         );
         assert!(
-            tasks_url("not a url")
+            tasks_url("http://not a url")
                 .unwrap_err()
                 .contains("--exporter.url")
         );
+    }
+
+    /// A URL without a scheme is refused with a word about the scheme, not "builder error".
+    #[test]
+    fn a_url_without_scheme_is_explained() {
+        for base in ["localhost:10050", "127.0.0.1:10050", "ftp://host:1"] {
+            let err = tasks_url(base).unwrap_err();
+            assert!(err.contains("must start with http://"), "{base}: {err}");
+        }
     }
 
     /// Credentials in the exporter URL never reach a printed message.

@@ -76,6 +76,8 @@ pub(super) struct HaSection {
 pub(super) struct PollSection {
     pub min_interval: Option<FileDuration>,
     pub max_interval: Option<FileDuration>,
+    pub stall_after: Option<FileDuration>,
+    pub stalled_interval: Option<FileDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,9 +210,69 @@ where
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// Parses the file's text. Returns the keys this schema does not know (as `apps[1].secret`)
-/// alongside the parsed file, or the first error that stops parsing.
-pub(super) fn parse(text: &str) -> Result<(FileConfig, Vec<String>), String> {
+/// Parses the file's text. A value that cannot be read (a bad duration, a word where a
+/// number belongs) is left out and reported, and the rest is read on, so one
+/// `--config.check` shows every problem. `Err` when the file is not YAML at all.
+pub(super) fn parse(text: &str) -> Result<ParsedFile, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut document: Option<serde_yaml_ng::Value> = None;
+    // Each round finds the first unreadable value, sets it aside and reads the rest again;
+    // bounded, so a hostile file cannot keep it busy.
+    for _ in 0..MAX_VALUE_PROBLEMS {
+        let attempt = match &document {
+            None => parse_once(text),
+            Some(value) => match serde_yaml_ng::to_string(value) {
+                Ok(rest) => parse_once(&rest),
+                Err(err) => return Err(vec![err.to_string()]),
+            },
+        };
+        let message = match attempt {
+            Ok((file, unknown_keys)) => {
+                return Ok(ParsedFile {
+                    file,
+                    unknown_keys,
+                    unreadable: problems,
+                });
+            }
+            Err(message) => message,
+        };
+        let Some(path) = problem_path(&message) else {
+            problems.push(message);
+            return Err(problems);
+        };
+        // Lines and columns are only true of the file itself, not of a rewritten rest.
+        problems.push(if document.is_none() {
+            message
+        } else {
+            strip_location(&message)
+        });
+        let value = match document.take() {
+            Some(value) => value,
+            None => match serde_yaml_ng::from_str(text) {
+                Ok(value) => value,
+                Err(_) => return Err(problems),
+            },
+        };
+        match without_path(value, &path) {
+            Some(rest) => document = Some(rest),
+            None => return Err(problems),
+        }
+    }
+    Err(problems)
+}
+
+/// A parsed file: what could be read, the keys the schema does not know (as
+/// `apps[1].secret`), and a problem for each value that could not be read and was left out.
+pub(super) struct ParsedFile {
+    pub(super) file: FileConfig,
+    pub(super) unknown_keys: Vec<String>,
+    pub(super) unreadable: Vec<String>,
+}
+
+/// At most this many unreadable values are reported in one check.
+const MAX_VALUE_PROBLEMS: usize = 50;
+
+fn parse_once(text: &str) -> Result<(FileConfig, Vec<String>), String> {
     let mut unknown_keys = Vec::new();
     // An empty file, or one of comments only, is a file that sets nothing.
     let parsed: Option<FileConfig> =
@@ -219,6 +281,72 @@ pub(super) fn parse(text: &str) -> Result<(FileConfig, Vec<String>), String> {
         })
         .map_err(|err| err.to_string())?;
     Ok((parsed.unwrap_or_default(), unknown_keys))
+}
+
+/// The key an error message starts with (`poll.min_interval: invalid duration ...`).
+fn problem_path(message: &str) -> Option<Vec<PathStep>> {
+    let (path, _) = message.split_once(": ")?;
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (key, indices) = match part.split_once('[') {
+            Some((key, rest)) => (key, Some(rest)),
+            None => (part, None),
+        };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            return None;
+        }
+        steps.push(PathStep::Key(key.to_string()));
+        if let Some(indices) = indices {
+            for index in indices.split('[') {
+                let index = index.strip_suffix(']')?.parse().ok()?;
+                steps.push(PathStep::Index(index));
+            }
+        }
+    }
+    Some(steps)
+}
+
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// `value` without the entry at `path`; `None` when there is no such entry.
+fn without_path(
+    mut value: serde_yaml_ng::Value,
+    path: &[PathStep],
+) -> Option<serde_yaml_ng::Value> {
+    let (last, parents) = path.split_last()?;
+    let mut here = &mut value;
+    for step in parents {
+        here = match step {
+            PathStep::Key(key) => here.get_mut(key.as_str())?,
+            PathStep::Index(index) => here.get_mut(*index)?,
+        };
+    }
+    match last {
+        PathStep::Key(key) => {
+            here.as_mapping_mut()?.remove(key.as_str())?;
+        }
+        // An unreadable item of a list is left out whole; its siblings keep their places
+        // only for this check, which reports and never uses the result.
+        PathStep::Index(index) => {
+            let items = here.as_sequence_mut()?;
+            if *index >= items.len() {
+                return None;
+            }
+            items.remove(*index);
+        }
+    }
+    Some(value)
+}
+
+/// A message without its trailing ` at line L column C`.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
 }
 
 /// `apps[1].secret`, the way the rest of the error messages name keys.
@@ -248,10 +376,11 @@ mod tests {
     /// Misspelt keys are found at every depth and named by their full path.
     #[test]
     fn unknown_keys_are_named_by_path() {
-        let (_, unknown) = parse(
+        let unknown = parse(
             "web:\n  listen_adress: ':1'\napps:\n  - name: a\n    secret: x\n  - name: b\n    agentid: 1\nfoo: 1\n",
         )
-        .unwrap();
+        .unwrap()
+        .unknown_keys;
         assert_eq!(
             unknown,
             [
@@ -267,9 +396,12 @@ mod tests {
     #[test]
     fn empty_file_and_sections_are_empty() {
         for text in ["", "# only a comment\n", "apps:\ntasks:\nweb:\n"] {
-            let (file, unknown) = parse(text).unwrap();
-            assert!(file.apps.is_empty() && file.tasks.is_empty(), "{text:?}");
-            assert!(unknown.is_empty());
+            let parsed = parse(text).unwrap();
+            assert!(
+                parsed.file.apps.is_empty() && parsed.file.tasks.is_empty(),
+                "{text:?}"
+            );
+            assert!(parsed.unknown_keys.is_empty() && parsed.unreadable.is_empty());
         }
     }
 
@@ -277,10 +409,11 @@ mod tests {
     /// for the validator to report.
     #[test]
     fn ids_accept_numbers_and_decimal_strings() {
-        let (file, _) = parse(
+        let file = parse(
             "tasks:\n  - {agent_id: 1, task_id: '2'}\n  - {agent_id: 9223372036854775808, task_id: -1}\n",
         )
-        .unwrap();
+        .unwrap()
+        .file;
         assert_eq!(file.tasks[0].agent_id, Some(RawId::Number(1)));
         assert_eq!(file.tasks[0].task_id, Some(RawId::Number(2)));
         assert_eq!(
@@ -288,20 +421,55 @@ mod tests {
             Some(RawId::OutOfRange("9223372036854775808".into()))
         );
         assert_eq!(file.tasks[1].task_id, Some(RawId::Number(-1)));
-        let err = parse("tasks:\n  - {agent_id: abc}\n").unwrap_err();
+        let err = unreadable("tasks:\n  - {agent_id: abc}\n");
         assert!(err.contains("tasks[0].agent_id"), "{err}");
     }
 
     /// A malformed duration is reported with its key, its line and the accepted forms.
     #[test]
     fn bad_duration_names_key_and_line() {
-        let err = parse("poll:\n  min_interval: 5 seconds\n").unwrap_err();
+        let err = unreadable("poll:\n  min_interval: 5 seconds\n");
         assert!(err.contains("poll.min_interval"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("like 500ms"), "{err}");
-        let err = parse("log:\n  level: verbose\n").unwrap_err();
+        let err = unreadable("log:\n  level: verbose\n");
         assert!(err.contains("log.level"), "{err}");
-        let err = parse("dingtalk:\n  max_qps: many\n").unwrap_err();
+        let err = unreadable("dingtalk:\n  max_qps: many\n");
         assert!(err.contains("dingtalk.max_qps"), "{err}");
+    }
+
+    /// The unreadable values of a file, one per line.
+    fn unreadable(text: &str) -> String {
+        parse(text).map_or_else(|err| err.join("\n"), |parsed| parsed.unreadable.join("\n"))
+    }
+
+    /// Every unreadable value is reported in one pass, and the readable rest is kept.
+    #[test]
+    fn every_unreadable_value_is_reported_at_once() {
+        let parsed = parse(
+            "poll:\n  min_interval: 5x\n  max_interval: 2m\ntask:\n  max_age: banana\n  retention: soon\ndingtalk:\n  max_qps: many\n  timeout: 3s\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.unreadable.len(), 4, "{:?}", parsed.unreadable);
+        for key in [
+            "poll.min_interval",
+            "task.max_age",
+            "task.retention",
+            "dingtalk.max_qps",
+        ] {
+            assert!(
+                parsed
+                    .unreadable
+                    .iter()
+                    .any(|problem| problem.starts_with(key)),
+                "{key}: {:?}",
+                parsed.unreadable
+            );
+        }
+        assert_eq!(
+            parsed.file.poll.max_interval.map(|d| d.0.0),
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert!(parsed.unreadable[0].contains("line 2"));
     }
 }

@@ -268,6 +268,26 @@ pub struct PollFlags {
     )]
     pub max_interval: Option<PromDuration>,
 
+    /// A task whose progress has not changed for this long (stalled, or never started) is
+    /// polled at the stalled interval. [default: 1h]
+    #[arg(
+        long = "poll.stall-after",
+        env = "DINGTALK_EXPORTER_POLL_STALL_AFTER",
+        value_name = "DURATION",
+        help_heading = "Polling"
+    )]
+    pub stall_after: Option<PromDuration>,
+
+    /// Gap between polls of a task whose progress has not changed for --poll.stall-after; a
+    /// change returns it to normal polling. [default: 30m]
+    #[arg(
+        long = "poll.stalled-interval",
+        env = "DINGTALK_EXPORTER_POLL_STALLED_INTERVAL",
+        value_name = "DURATION",
+        help_heading = "Polling"
+    )]
+    pub stalled_interval: Option<PromDuration>,
+
     /// Stop polling a task this long after it was created (DingTalk answers about the last
     /// 24 hours only). [default: 24h]
     #[arg(
@@ -326,6 +346,17 @@ pub struct LogFlags {
 pub struct DemoFlags {
     #[command(flatten)]
     pub web: WebFlags,
+
+    /// YAML file of settings (web, poll, task, log, ...), as the exporter reads it; its apps
+    /// and static tasks are left out, since the demo's app is the simulator.
+    // No environment twin: DINGTALK_EXPORTER_CONFIG_FILE names a real exporter's file,
+    // whose apps and tasks the demo must not pick up by accident.
+    #[arg(
+        long = "config.file",
+        value_name = "FILE",
+        help_heading = "Configuration"
+    )]
+    pub config_file: Option<PathBuf>,
 
     /// Metered calls per month the demo's exporter may make; set by default so that the
     /// budget panels have data. [default: 5000, the free edition's quota]

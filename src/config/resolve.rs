@@ -18,9 +18,10 @@ use super::{
     AppConfig, Config, ConfigError, ConfigErrors, CorpSettings, DEFAULT_API_URL, DEFAULT_APP,
     DEFAULT_LEASE_DURATION, DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
     DEFAULT_OPENAPI_URL, DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL,
-    DEFAULT_STORAGE_PATH, DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX,
-    DEFAULT_TELEMETRY_PATH, DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings,
-    SharedStoreSettings, StaticTask, TokenApi, WebSettings, file, rules,
+    DEFAULT_POLL_STALL_AFTER, DEFAULT_POLL_STALLED_INTERVAL, DEFAULT_STORAGE_PATH,
+    DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, SharedStoreSettings, StaticTask,
+    TokenApi, WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -174,6 +175,14 @@ const MIN_INTERVAL: Key = Key {
 const MAX_INTERVAL: Key = Key {
     flag: "--poll.max-interval",
     file: "poll.max_interval",
+};
+const STALL_AFTER: Key = Key {
+    flag: "--poll.stall-after",
+    file: "poll.stall_after",
+};
+const STALLED_INTERVAL: Key = Key {
+    flag: "--poll.stalled-interval",
+    file: "poll.stalled_interval",
 };
 const TASK_MAX_AGE: Key = Key {
     flag: "--task.max-age",
@@ -337,7 +346,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
         None => file::FileConfig::default(),
         Some(path) => {
             resolver.base_dir = path.parent().map(Path::to_path_buf);
-            read_config_file(&mut resolver, path).map_err(|error| ConfigErrors(vec![error]))?
+            read_config_file(&mut resolver, path)?
         }
     };
 
@@ -659,6 +668,22 @@ impl Resolver {
             );
         }
         let picked = self.pick(
+            STALL_AFTER,
+            flags.stall_after,
+            poll.stall_after.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALL_AFTER),
+        );
+        let stall_after = self.positive(STALL_AFTER, picked);
+        let picked = self.pick(
+            STALLED_INTERVAL,
+            flags.stalled_interval,
+            poll.stalled_interval.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALLED_INTERVAL),
+        );
+        // A stalled interval shorter than --poll.max-interval is allowed; the policy then
+        // polls stalled tasks at the max interval, never more often than running ones.
+        let stalled_interval = self.positive(STALLED_INTERVAL, picked);
+        let picked = self.pick(
             TASK_MAX_AGE,
             flags.task_max_age,
             task.max_age.map(|d| d.0),
@@ -680,6 +705,8 @@ impl Resolver {
         let settings = PollSettings {
             min_interval,
             max_interval,
+            stall_after,
+            stalled_interval,
             task_max_age,
             task_retention: task_retention.0,
             tasks_max,
@@ -695,25 +722,40 @@ impl Resolver {
     }
 }
 
-/// Reads and parses the config file. A file that cannot be read or parsed is one error
-/// (nothing else can be checked against it); unknown keys are collected with the rest.
-fn read_config_file(resolver: &mut Resolver, path: &Path) -> Result<file::FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-        key: "--config.file".to_string(),
-        problem: format!("cannot read {}: {err}", path.display()),
+/// Reads and parses the config file. A file that cannot be read or parsed stops the check
+/// there, with every unreadable value it holds; unknown keys are collected with the rest.
+fn read_config_file(
+    resolver: &mut Resolver,
+    path: &Path,
+) -> Result<file::FileConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigError {
+            key: "--config.file".to_string(),
+            problem: format!("cannot read {}: {err}", path.display()),
+        }])
     })?;
-    let (parsed, unknown_keys) = file::parse(&text).map_err(|problem| ConfigError {
-        key: path.display().to_string(),
-        problem,
+    let parsed = file::parse(&text).map_err(|problems| {
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|problem| ConfigError {
+                    key: path.display().to_string(),
+                    problem,
+                })
+                .collect(),
+        )
     })?;
-    for key in unknown_keys {
+    for problem in parsed.unreadable {
+        resolver.error(path.display().to_string(), problem);
+    }
+    for key in parsed.unknown_keys {
         let problem = match known_keys(&key) {
             Some(known) => format!("unknown key; known here: {}", known.join(", ")),
             None => "unknown key".to_string(),
         };
         resolver.error(key, problem);
     }
-    Ok(parsed)
+    Ok(parsed.file)
 }
 
 /// The keys the file accepts beside an unknown one, for the error message.
@@ -761,7 +803,12 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
         ],
         "storage" => &["path", "url", "password_file"],
         "ha" => &["lease_duration"],
-        "poll" => &["min_interval", "max_interval"],
+        "poll" => &[
+            "min_interval",
+            "max_interval",
+            "stall_after",
+            "stalled_interval",
+        ],
         "task" => &["max_age", "retention"],
         "log" => &["level", "format"],
         "apps" => &[
@@ -1341,7 +1388,7 @@ dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
            monthly_call_budget: 1, timeout: 1s, openapi_url: 'http://y'}
 storage: {path: x.db, url: 'postgres://u@h/d', password_file: p}
 ha: {lease_duration: 15s}
-poll: {min_interval: 1s, max_interval: 2s}
+poll: {min_interval: 1s, max_interval: 2s, stall_after: 1h, stalled_interval: 30m}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
 log: {level: info, format: json}
@@ -1351,7 +1398,7 @@ apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api
         corps: [{corp_id: c, name: n, agent_id: 2, monthly_call_budget: 1}]}]
 tasks: [{agent_id: 1, task_id: 1, name: n}]
 ";
-        let (_, unknown) = file::parse(every_key).unwrap();
+        let unknown = file::parse(every_key).unwrap().unknown_keys;
         assert!(unknown.is_empty(), "{unknown:?}");
         let document: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(every_key).unwrap();
         let keys_of = |value: &serde_yaml_ng::Value| -> Vec<String> {

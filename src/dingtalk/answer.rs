@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::redact::excerpt;
-use super::{ApiFailure, RecipientCounts, SendProgress};
+use super::{ApiFailure, RecipientCounts, SendProgress, SendResult};
 use crate::secret::Secret;
 
 /// How long the per-IP ban lasts when the punish answer does not say (DingTalk documents
@@ -96,6 +96,18 @@ pub fn decode_progress(status: u16, body: &[u8]) -> Result<SendProgress, ApiFail
         percent,
         status: send_status,
     })
+}
+
+/// A `getsendresult` answer: the recipients' counts, or DingTalk's refusal for a task of
+/// more than 100 recipients. The exporter asks only about tasks `getsendprogress` has seen
+/// finish, so their `agent_id` and `task_id` are known to be right and 40035 ("invalid
+/// parameter") can only be that refusal (DingTalk documents the limit, not its code).
+pub fn decode_send_result(status: u16, body: &[u8]) -> Result<SendResult, ApiFailure> {
+    match decode_result(status, body) {
+        Ok(counts) => Ok(SendResult::Recipients(counts)),
+        Err(ApiFailure::DingTalk { code: 40035, .. }) => Ok(SendResult::TooManyRecipients),
+        Err(failure) => Err(failure),
+    }
 }
 
 /// DingTalk's answer to `getsendresult`, as counts per list.

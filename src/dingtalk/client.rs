@@ -29,8 +29,8 @@ use super::limiter::ApiLimiter;
 use super::redact::redact_values;
 use super::token::{CachedToken, TokenCache};
 use super::{
-    Api, ApiFailure, CallGate, Deferral, DeliveryApi, RecipientCounts, SendProgress,
-    THROTTLE_PAUSE, is_throttle_code, is_transient_code,
+    Api, ApiFailure, CallGate, Deferral, DeliveryApi, SendProgress, SendResult, THROTTLE_PAUSE,
+    is_throttle_code, is_transient_code,
 };
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::config::{AppConfig, DingTalkSettings, TokenApi};
@@ -149,9 +149,26 @@ fn reached_and_authenticated<T>(outcome: &Result<T, ApiFailure>) -> Option<bool>
     match outcome {
         Ok(_) => Some(true),
         Err(ApiFailure::Deferred { .. }) => None,
-        Err(ApiFailure::DingTalk { code, .. }) => Some(!NOT_AUTHENTICATED.contains(code)),
-        Err(ApiFailure::OpenApi { code, .. }) => Some(is_openapi_throttle(code)),
-        Err(_) => Some(false),
+        Err(failure) => failure_reached_and_authenticated(failure),
+    }
+}
+
+fn failure_reached_and_authenticated(failure: &ApiFailure) -> Option<bool> {
+    match failure {
+        ApiFailure::Deferred { .. } => None,
+        ApiFailure::DingTalk { code, .. } => Some(!NOT_AUTHENTICATED.contains(code)),
+        ApiFailure::OpenApi { code, .. } => Some(is_openapi_throttle(code)),
+        ApiFailure::NoToken(cause) => failure_reached_and_authenticated(cause),
+        _ => Some(false),
+    }
+}
+
+/// A failed token fetch as the failure of the task call that needed the token: the call
+/// was never sent. A deferral stays one (nothing was attempted either way).
+fn without_token(failure: ApiFailure) -> ApiFailure {
+    match failure {
+        ApiFailure::Deferred { .. } => failure,
+        other => ApiFailure::NoToken(Box::new(other)),
     }
 }
 
@@ -247,6 +264,8 @@ pub struct DingTalkClient {
     /// Names the replica in the `User-Agent` when several share a database, so that a
     /// call in DingTalk's (or a proxy's) logs says which replica made it.
     replica: Option<String>,
+    /// When a call last told whether DingTalk is reachable and accepts the credentials.
+    last_checked_ms: AtomicI64,
 }
 
 impl DingTalkClient {
@@ -325,6 +344,7 @@ impl DingTalkClient {
             gate,
             replica: None,
             warnings: WarnLimit::default(),
+            last_checked_ms: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -332,8 +352,12 @@ impl DingTalkClient {
     /// metered) and sets `dingtalk_up` from the outcome: lets the exporter check an app's
     /// credentials at start, before any task is due.
     pub async fn authenticate(&self) -> Result<(), ApiFailure> {
+        if let Some(token) = self.tokens.current(now_ms()) {
+            // A cached token proves nothing about now: ask DingTalk again.
+            self.tokens.invalidate(&token);
+        }
         let outcome = self.token().await.map(|_| ());
-        self.record_outcome(Api::GetToken, &outcome);
+        self.record_outcome(Api::GetToken, None, &outcome);
         outcome
     }
 
@@ -347,7 +371,7 @@ impl DingTalkClient {
         decode: fn(u16, &[u8]) -> Result<T, ApiFailure>,
     ) -> Result<T, ApiFailure> {
         let outcome = async {
-            let token = self.token().await?;
+            let token = self.token().await.map_err(without_token)?;
             let request = Request::Task {
                 api,
                 token: &token,
@@ -358,7 +382,7 @@ impl DingTalkClient {
                 Err(failure) if next_step(&failure) == Next::RefreshToken => {
                     tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = ?failure.dingtalk_code(), "token rejected; refreshing it and retrying once");
                     self.tokens.invalidate(&token);
-                    let fresh = self.token().await?;
+                    let fresh = self.token().await.map_err(without_token)?;
                     let request = Request::Task {
                         api,
                         token: &fresh,
@@ -371,7 +395,7 @@ impl DingTalkClient {
             }
         }
         .await;
-        self.record_outcome(api, &outcome);
+        self.record_outcome(api, Some((agent_id, task_id)), &outcome);
         outcome
     }
 
@@ -678,18 +702,44 @@ impl DingTalkClient {
     }
 
     /// Sets `dingtalk_up` from a finished call and warns about failures (rate-limited).
-    fn record_outcome<T>(&self, api: Api, outcome: &Result<T, ApiFailure>) {
+    /// Every line names the API that failed (`gettoken` when the token was the problem,
+    /// with the API it was needed `for`), the host asked, and the task, when there is one.
+    fn record_outcome<T>(
+        &self,
+        api: Api,
+        task: Option<(i64, i64)>,
+        outcome: &Result<T, ApiFailure>,
+    ) {
         if let Some(up) = reached_and_authenticated(outcome) {
             self.telemetry
                 .record_reachability(&self.app, self.corp.as_deref(), up);
+            self.last_checked_ms.store(now_ms(), Ordering::Relaxed);
         }
         let Err(failure) = outcome else { return };
+        let failed_api = failure.failed_api(api);
+        let (agent_id, task_id) = match task {
+            Some((agent_id, task_id)) => (Some(agent_id), Some(task_id)),
+            None => (None, None),
+        };
+        let host = self.host();
         let Some(label) = failure.errcode_label() else {
-            tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), reason = %failure, "call held back");
+            tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = failed_api.as_str(), host = %host, agent_id, task_id, reason = %failure, "call held back");
             return;
         };
-        if self.warnings.should_warn(api, &label, now_ms()) {
-            tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed");
+        let needed_for = (failed_api != api).then_some(api.as_str());
+        if self.warnings.should_warn(failed_api, &label, now_ms()) {
+            tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = failed_api.as_str(), host = %host, needed_for, agent_id, task_id, errcode = %label, error = %failure, "DingTalk call failed");
+        } else {
+            tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = failed_api.as_str(), host = %host, needed_for, agent_id, task_id, errcode = %label, error = %failure, "DingTalk call failed (repeat)");
+        }
+    }
+
+    /// The host (and port, when one is given) of the app's API URL: where the calls go.
+    fn host(&self) -> String {
+        let host = self.api_url.host_str().unwrap_or_default();
+        match self.api_url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
         }
     }
 }
@@ -715,13 +765,22 @@ impl DeliveryApi for DingTalkClient {
         outcome
     }
 
-    async fn send_result(
-        &self,
-        agent_id: i64,
-        task_id: i64,
-    ) -> Result<RecipientCounts, ApiFailure> {
-        self.task_call(Api::GetSendResult, agent_id, task_id, answer::decode_result)
-            .await
+    async fn send_result(&self, agent_id: i64, task_id: i64) -> Result<SendResult, ApiFailure> {
+        self.task_call(
+            Api::GetSendResult,
+            agent_id,
+            task_id,
+            answer::decode_send_result,
+        )
+        .await
+    }
+
+    async fn check_credentials(&self, idle_for: Duration) -> Result<(), ApiFailure> {
+        let idle_ms = i64::try_from(idle_for.as_millis()).unwrap_or(i64::MAX);
+        if now_ms().saturating_sub(self.last_checked_ms.load(Ordering::Relaxed)) < idle_ms {
+            return Ok(());
+        }
+        self.authenticate().await
     }
 }
 

@@ -112,6 +112,9 @@ pub enum ApiFailure {
     /// The call was not sent at all: the monthly budget, the exhausted upstream quota or an IP
     /// ban says to wait until `until_ms`. Nothing was spent.
     Deferred { until_ms: i64, reason: Deferral },
+    /// The app's access token could not be fetched (`gettoken` failed as the inner failure
+    /// says), so the task call itself was never sent.
+    NoToken(Box<ApiFailure>),
 }
 
 /// Why a call was held back without being sent.
@@ -146,18 +149,39 @@ impl ApiFailure {
             ApiFailure::Decode(_) => Some("decode".to_string()),
             ApiFailure::IpBanned { .. } => Some("ip_banned".to_string()),
             ApiFailure::Deferred { .. } => None,
+            ApiFailure::NoToken(cause) => cause.errcode_label(),
         }
+    }
+
+    /// The API whose failure this is: `gettoken` when the token could not be had, else the
+    /// API that was called.
+    pub fn failed_api(&self, called: Api) -> Api {
+        match self {
+            ApiFailure::NoToken(_) => Api::GetToken,
+            _ => called,
+        }
+    }
+
+    /// Whether DingTalk itself answered the task call (with an answer or an errcode), which
+    /// is when the call counts against the monthly quota.
+    pub fn dingtalk_answered(&self) -> bool {
+        matches!(self, ApiFailure::DingTalk { .. })
     }
 
     /// Whether DingTalk asked the caller to slow down (a throttle code).
     pub fn is_throttle(&self) -> bool {
-        matches!(self, ApiFailure::DingTalk { code, .. } if is_throttle_code(*code))
+        match self {
+            ApiFailure::DingTalk { code, .. } => is_throttle_code(*code),
+            ApiFailure::NoToken(cause) => cause.is_throttle(),
+            _ => false,
+        }
     }
 
     /// The DingTalk errcode to show as a task's `last_errcode`, when DingTalk answered.
     pub fn dingtalk_code(&self) -> Option<i64> {
         match self {
             ApiFailure::DingTalk { code, .. } => Some(*code),
+            ApiFailure::NoToken(cause) => cause.dingtalk_code(),
             _ => None,
         }
     }
@@ -189,11 +213,23 @@ impl fmt::Display for ApiFailure {
                 }
                 Deferral::IpBan => f.write_str("held back: DingTalk's per-IP throttle ban"),
             },
+            ApiFailure::NoToken(cause) => write!(f, "no access token (gettoken failed): {cause}"),
         }
     }
 }
 
 impl std::error::Error for ApiFailure {}
+
+/// What `getsendresult` says about a finished task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    /// The recipients in each list.
+    Recipients(RecipientCounts),
+    /// DingTalk answers `getsendresult` only for tasks of at most 100 recipients and refused
+    /// this one (errcode 40035 for a task `getsendprogress` knows): an expected refusal, not
+    /// a fault of the API.
+    TooManyRecipients,
+}
 
 /// The seam between the tracker and DingTalk: one implementation per configured app.
 #[async_trait::async_trait]
@@ -202,8 +238,12 @@ pub trait DeliveryApi: Send + Sync {
     async fn send_progress(&self, agent_id: i64, task_id: i64) -> Result<SendProgress, ApiFailure>;
 
     /// `getsendresult` for one task (a metered call).
-    async fn send_result(&self, agent_id: i64, task_id: i64)
-    -> Result<RecipientCounts, ApiFailure>;
+    async fn send_result(&self, agent_id: i64, task_id: i64) -> Result<SendResult, ApiFailure>;
+
+    /// Asks DingTalk for an access token (not metered) unless the app made a call in the
+    /// last `idle_for`, so `dingtalk_up` tells whether the credentials work and DingTalk is
+    /// reachable even while no task is due.
+    async fn check_credentials(&self, idle_for: Duration) -> Result<(), ApiFailure>;
 }
 
 /// Decides whether a metered call may be sent now. Shared by every app's client, because

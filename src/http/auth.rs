@@ -26,7 +26,7 @@ pub enum WriteRefusal {
         message: String,
         challenge: &'static str,
     },
-    /// 403: no token is configured and the client is not on this host.
+    /// 403: no token is configured and the client is not on loopback.
     Forbidden { message: String },
 }
 
@@ -42,7 +42,7 @@ pub fn authorize_write(
         }
         return Err(WriteRefusal::Forbidden {
             message: format!(
-                "writes from {peer} are refused: the exporter has no API token configured, so it accepts writes from its own host only; start it with --web.api-token-file and send the token as Authorization: Bearer <token>"
+                "writes from {peer} are refused: the exporter has no API token configured, so it accepts writes only from loopback clients (127.0.0.1 or ::1), and a connection from the same machine to another of its addresses is not loopback; start it with --web.api-token-file and send the token as Authorization: Bearer <token>"
             ),
         });
     };
@@ -135,7 +135,10 @@ mod tests {
         }
         match authorize_write(&none, REMOTE, None) {
             Err(WriteRefusal::Forbidden { message }) => {
-                assert!(message.contains("--web.api-token-file"), "{message}")
+                assert!(message.contains("--web.api-token-file"), "{message}");
+                // "its own host" read as "any address of this machine"; it means loopback.
+                assert!(message.contains("only from loopback clients"), "{message}");
+                assert!(!message.contains("own host"), "{message}");
             }
             other => panic!("remote write without token: {other:?}"),
         }

@@ -13,6 +13,7 @@
 //!   `certificate`, what it reads of client certificates), [`basic_auth`] and `rate_limit`;
 //! - `connections`: the open connections, so idle ones can make room under a flood;
 //! - `landing`: the HTML page at `/`;
+//! - `scrape`: one rendering of `/metrics` shared by concurrent scrapes, gzip when asked;
 //! - `reply`: building answers and reading bodies within their limits.
 
 mod api;
@@ -27,6 +28,7 @@ pub mod registration;
 mod reply;
 mod request_guard;
 mod routes;
+mod scrape;
 pub mod server;
 mod site;
 pub mod task_json;

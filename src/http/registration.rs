@@ -137,7 +137,8 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Single => f.write_str("the task"),
-            Position::Item(index) => write!(f, "item {index}"),
+            // People count from 1, and the message says so for those who count from 0.
+            Position::Item(index) => write!(f, "item {} (counting from 1)", index + 1),
         }
     }
 }
@@ -361,6 +362,13 @@ fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".to_string(),
         Value::Bool(flag) => format!("the boolean {flag}"),
+        // Beyond 64 bits JSON numbers arrive as floats, which would print as `1e20`.
+        Value::Number(number) if number.as_f64().is_some_and(|n| n >= 9.3e18) => {
+            "a number larger than 9223372036854775807".to_string()
+        }
+        Value::Number(number) if number.as_f64().is_some_and(|n| n <= -9.3e18) => {
+            "a number smaller than -9223372036854775808".to_string()
+        }
         Value::Number(number) => format!("the number {number}"),
         Value::String(text) => format!("the string {}", quoted(text)),
         Value::Array(_) => "an array".to_string(),
@@ -464,6 +472,10 @@ mod tests {
             ("9223372036854775808", "got the number 9223372036854775808"),
             ("1.5", "got the number 1.5"),
             ("1e3", "got the number 1000.0"),
+            (
+                "99999999999999999999",
+                "got a number larger than 9223372036854775807",
+            ),
             ("true", "got the boolean true"),
             ("null", "got null"),
             ("\"12a\"", "got the string \"12a\""),
@@ -479,7 +491,7 @@ mod tests {
             ));
             assert!(
                 message.starts_with(
-                    "item 1: task_id must be an integer from 1 to 9223372036854775807"
+                    "item 2 (counting from 1): task_id must be an integer from 1 to 9223372036854775807"
                 ),
                 "{message}"
             );
@@ -494,7 +506,7 @@ mod tests {
         assert!(
             refusal(r#"{"agent_id":1,"task_id":1,"nmae":"x"}"#).contains("unknown field \"nmae\"")
         );
-        assert!(refusal(r#"[1]"#).starts_with("item 0: expected a task object"));
+        assert!(refusal(r#"[1]"#).starts_with("item 1 (counting from 1): expected a task object"));
         assert!(refusal(r#""hello""#).starts_with("the body is the string \"hello\""));
         assert!(
             refusal(r#"{"agent_id":1,"task_id":1,"name":5}"#).contains("name must be a string")

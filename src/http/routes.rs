@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{EXPECT, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{CONTENT_ENCODING, EXPECT, HeaderValue, RETRY_AFTER, VARY, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
@@ -35,6 +35,7 @@ use super::basic_auth;
 use super::landing;
 use super::reply::{self, Answer};
 use super::request_guard;
+use super::scrape;
 use super::site::{ExporterPort, Site};
 use super::web_config::WebConfig;
 use crate::clock::now_ms;
@@ -160,13 +161,13 @@ async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) ->
     let is_read = matches!(parts.method, Method::GET | Method::HEAD);
     if path == site.exporter.config().web.telemetry_path {
         return if is_read {
-            metrics(site).await
+            metrics(parts, site).await
         } else {
             reply::method_not_allowed("GET, HEAD", false)
         };
     }
     match path {
-        "/" if is_read => landing_page(site).await,
+        "/" if is_read => landing_page(parts, site).await,
         "/-/healthy" if is_read => reply::text(StatusCode::OK, "dingtalk-exporter is healthy.\n"),
         "/-/ready" if is_read => ready(site.exporter.as_ref()),
         "/" | "/-/healthy" | "/-/ready" => reply::method_not_allowed("GET, HEAD", false),
@@ -181,30 +182,42 @@ async fn route(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) ->
     }
 }
 
-async fn metrics(site: &Site) -> Answer {
+async fn metrics(parts: &Parts, site: &Site) -> Answer {
     let exporter = site.exporter.clone();
-    // Rendering is CPU work proportional to the tasks: keep it off the async workers.
     let render = move || {
         let config = exporter.config();
         let snapshot = TaskSnapshot::take(exporter.tracker(), now_ms(), config.poll.task_retention);
         render_metrics_parts(exporter.telemetry(), snapshot, &config)
+            .into_iter()
+            .map(Bytes::from)
+            .collect()
     };
-    match tokio::task::spawn_blocking(render).await {
-        Ok(parts) => reply::chunked(
-            StatusCode::OK,
-            TEXT_FORMAT_CONTENT_TYPE,
-            parts.into_iter().map(Bytes::from),
-        ),
-        Err(err) => reply::text(
+    let gzip = scrape::accepts_gzip(&parts.headers);
+    let Some(pieces) = site.scrapes.get(gzip, render).await else {
+        return reply::text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering the metrics failed: {err}\n"),
-        ),
+            "rendering the metrics failed; see the exporter's log\n",
+        );
+    };
+    let mut answer = reply::chunked(
+        StatusCode::OK,
+        TEXT_FORMAT_CONTENT_TYPE,
+        pieces.iter().cloned(),
+    );
+    let headers = answer.headers_mut();
+    headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
+    answer
 }
 
-async fn landing_page(site: &Site) -> Answer {
+async fn landing_page(parts: &Parts, site: &Site) -> Answer {
     let exporter = site.exporter.clone();
-    match tokio::task::spawn_blocking(move || landing::render(exporter.as_ref(), now_ms())).await {
+    let query = landing::PageQuery::parse(parts.uri.query());
+    match tokio::task::spawn_blocking(move || landing::render(exporter.as_ref(), now_ms(), &query))
+        .await
+    {
         Ok(page) => reply::with_body(StatusCode::OK, reply::HTML, page),
         Err(err) => reply::text(
             StatusCode::INTERNAL_SERVER_ERROR,

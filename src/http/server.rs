@@ -59,6 +59,7 @@ pub async fn serve_with_web_config(
         exporter,
         limits: limits.clone(),
         web_config,
+        scrapes: Default::default(),
     });
     tokio::pin!(shutdown);
 

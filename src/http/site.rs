@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scrape::SharedScrape;
 use super::web_config::WebConfigWatch;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
@@ -33,6 +34,8 @@ pub(super) struct Site {
     pub limits: ServerLimits,
     /// The `--web.config.file`, when one is given.
     pub web_config: Option<Arc<WebConfigWatch>>,
+    /// The rendering of `/metrics` that concurrent scrapes share.
+    pub scrapes: SharedScrape,
 }
 
 /// The server's protective limits.

@@ -1,12 +1,15 @@
 //! The poller: the scheduler that asks DingTalk about due tasks and records the answers in
-//! the tracker, and the policy that decides when to ask next.
+//! the tracker, the policy that decides when to ask next, and the credentials watch that
+//! keeps `dingtalk_up` current while no task is due.
 //!
 //! It takes narrow ports, not the whole exporter: the tracker, an [`AppDirectory`] that
 //! names the client serving an agent's tasks and the poll settings in force (both change on
 //! reload), and the telemetry it reports its lag to. The monthly budget is not its concern:
 //! every client asks the budget ledger before each metered call and answers
-//! `Deferred` when it holds the call back.
+//! `Deferred` when it holds the call back; while calls are held back, the scheduler serves
+//! the due polls worth most first.
 
+pub mod credentials;
 pub mod policy;
 pub mod scheduler;
 
@@ -17,13 +20,16 @@ use crate::dingtalk::DeliveryApi;
 use crate::telemetry::Telemetry;
 use crate::tracker::Tracker;
 
+pub use credentials::watch_credentials;
 pub use policy::PollBounds;
-pub use scheduler::{record_progress_answer, run};
+pub use scheduler::{FinishedRun, learn_from_run, place_first_poll, record_progress_answer, run};
 
 /// Which client polls the tasks of an agent, and with which settings.
 pub trait AppDirectory: Send + Sync {
     /// The client of the app whose credentials serve tasks of `agent_id`, if an app does.
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>>;
+    /// The client of every configured app.
+    fn all_clients(&self) -> Vec<Arc<dyn DeliveryApi>>;
     /// The poll settings in force now.
     fn poll_settings(&self) -> PollSettings;
     /// Whether this exporter polls the tasks of `agent_id` now: always, unless several

@@ -1,16 +1,19 @@
 //! The tracked tasks: the registry in memory, the store trait with its SQLite store and its
-//! PostgreSQL store (shared by replicas, which split the apps' polling by leases), and the
-//! monthly budget ledger of metered calls (counted in the same store).
+//! PostgreSQL store (shared by replicas, which split the apps' polling by leases), the
+//! monthly budget ledger of metered calls (counted in the same store), and the pace learned
+//! per app from finished deliveries (kept in the same store).
 
 pub mod budget;
 pub mod changes;
 pub mod leases;
+pub mod pace;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;
 pub mod store;
 pub mod task;
 
+pub use pace::LearnedPace;
 pub use registry::{NewTask, RegisterError, Tracker};
 pub use store::{MonthGrant, StoreError, TaskStore};
 pub use task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};

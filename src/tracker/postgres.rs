@@ -24,6 +24,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::pace::LearnedPace;
 use super::store::{MonthGrant, StoreError, TaskStore};
 use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};
 use crate::dingtalk::RecipientCounts;
@@ -84,7 +85,19 @@ const MIGRATIONS: &[Migration] = &[Migration {
             poll_last_interval_ms BIGINT NOT NULL DEFAULT 0,
             source TEXT NOT NULL DEFAULT 'api',
             recipients_expected BIGINT,
+            poll_started_at_ms BIGINT,
+            poll_first_placed BIGINT NOT NULL DEFAULT 0,
+            expected_completion_at_ms BIGINT,
             PRIMARY KEY (agent_id, task_id)
+        );
+        -- The pace learned per app (by agent_id) from finished deliveries, as in the SQLite
+        -- store.
+        CREATE TABLE app_pace (
+            agent_id BIGINT NOT NULL PRIMARY KEY,
+            pace_log DOUBLE PRECISION NOT NULL,
+            pace_samples BIGINT NOT NULL,
+            quick_completion_log DOUBLE PRECISION NOT NULL,
+            completion_samples BIGINT NOT NULL
         );
         -- Monthly call counts per quota scope, as in the SQLite store: '' for the
         -- organisation of the internal apps, `app/corp_id` for each corp of a third-party app.
@@ -135,9 +148,10 @@ const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_rat
     next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
     recipients_forbidden, recipients_invalid, result_fetch, result_errcode, poll_anchor_ms, \
     poll_anchor_ratio, poll_anchored_running, poll_result_attempts, poll_last_interval_ms, \
-    source, recipients_expected";
+    source, recipients_expected, poll_started_at_ms, poll_first_placed, \
+    expected_completion_at_ms";
 const TASK_PLACEHOLDERS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27";
+    $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30";
 
 /// Where to connect, and as whom: enough to open the pool and the notification connection.
 /// The password is kept apart from the URL and never printed.
@@ -641,6 +655,70 @@ impl TaskStore for PostgresStore {
             },
         )
     }
+
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+        self.run(
+            || "cannot load the learned paces".to_string(),
+            |pool| async move {
+                let client = connection(&pool).await?;
+                let rows = client
+                    .query(
+                        "SELECT agent_id, pace_log, pace_samples, quick_completion_log, \
+                         completion_samples FROM app_pace",
+                        &[],
+                    )
+                    .await?;
+                let mut paces = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let agent_id: i64 = row.try_get(0)?;
+                    let samples = |index: usize, field: &str| -> Result<u32, Failure> {
+                        let stored: i64 = row.try_get(index)?;
+                        u32::try_from(stored).map_err(|_| {
+                            Failure::Data(format!(
+                                "app_pace {agent_id}: {field} is out of range ({stored})"
+                            ))
+                        })
+                    };
+                    let pace = LearnedPace {
+                        pace_log: row.try_get(1)?,
+                        pace_samples: samples(2, "pace_samples")?,
+                        quick_completion_log: row.try_get(3)?,
+                        completion_samples: samples(4, "completion_samples")?,
+                    };
+                    paces.push((agent_id, pace));
+                }
+                Ok(paces)
+            },
+        )
+    }
+
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError> {
+        let pace = *pace;
+        self.run(
+            || format!("cannot save the learned pace of agent {agent_id}"),
+            |pool| async move {
+                let client = connection(&pool).await?;
+                client
+                    .execute(
+                        "INSERT INTO app_pace (agent_id, pace_log, pace_samples, \
+                         quick_completion_log, completion_samples) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (agent_id) DO UPDATE SET pace_log = excluded.pace_log, \
+                         pace_samples = excluded.pace_samples, \
+                         quick_completion_log = excluded.quick_completion_log, \
+                         completion_samples = excluded.completion_samples",
+                        &[
+                            &agent_id,
+                            &pace.pace_log,
+                            &i64::from(pace.pace_samples),
+                            &pace.quick_completion_log,
+                            &i64::from(pace.completion_samples),
+                        ],
+                    )
+                    .await?;
+                Ok(())
+            },
+        )
+    }
 }
 
 fn to_column(field: &str, count: u64) -> Result<i64, Failure> {
@@ -659,6 +737,7 @@ fn result_fetch_word(fetch: ResultFetch) -> &'static str {
         ResultFetch::Fetched => "fetched",
         ResultFetch::Refused { .. } => "refused",
         ResultFetch::Unavailable => "unavailable",
+        ResultFetch::TooManyRecipients => "too_many_recipients",
     }
 }
 
@@ -671,7 +750,10 @@ fn task_values(task: &Task) -> Result<Params, Failure> {
     let memory = task.poll_memory;
     let refused_errcode = match task.result_fetch {
         ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
+        ResultFetch::Pending
+        | ResultFetch::Fetched
+        | ResultFetch::Unavailable
+        | ResultFetch::TooManyRecipients => None,
     };
     Ok(vec![
         Box::new(task.key.agent_id),
@@ -704,6 +786,9 @@ fn task_values(task: &Task) -> Result<Params, Failure> {
         Box::new(memory.last_interval_ms),
         Box::new(task.source.as_str().to_string()),
         Box::new(count("recipients_expected", task.recipients_expected)?),
+        Box::new(memory.started_at_ms),
+        Box::new(i64::from(memory.first_poll_placed)),
+        Box::new(task.expected_completion_at_ms),
     ])
 }
 
@@ -763,6 +848,7 @@ fn task_from_row(row: &Row) -> Result<Task, Failure> {
         ("pending", _) => ResultFetch::Pending,
         ("fetched", _) => ResultFetch::Fetched,
         ("unavailable", _) => ResultFetch::Unavailable,
+        ("too_many_recipients", _) => ResultFetch::TooManyRecipients,
         ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
         _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
     };
@@ -777,6 +863,8 @@ fn task_from_row(row: &Row) -> Result<Task, Failure> {
             ))
         })?,
         last_interval_ms: row.try_get(24)?,
+        started_at_ms: row.try_get(27)?,
+        first_poll_placed: row.try_get::<_, i64>(28)? != 0,
     };
     let source_word: String = row.try_get(25)?;
     let source = TaskSource::parse(&source_word)
@@ -799,6 +887,7 @@ fn task_from_row(row: &Row) -> Result<Task, Failure> {
         recipients,
         result_fetch,
         poll_memory,
+        expected_completion_at_ms: row.try_get(29)?,
     })
 }
 

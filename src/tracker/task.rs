@@ -137,6 +137,10 @@ pub enum ResultFetch {
     Fetched,
     /// DingTalk refused (more than 100 recipients, outside 24 h, ...): recorded, not retried.
     Refused { errcode: i64 },
+    /// DingTalk answers `getsendresult` only for tasks of at most 100 recipients, and this
+    /// one has more: it refused, or, registered with more, it was not asked (each refusal
+    /// would be a metered call). Expected, not an error.
+    TooManyRecipients,
     /// DingTalk could not be reached about it after several tries (network, throttles).
     Unavailable,
 }
@@ -177,6 +181,9 @@ pub struct Task {
     pub result_fetch: ResultFetch,
     /// What the poller remembers between polls to estimate the rate of progress.
     pub poll_memory: PollMemory,
+    /// When the poller expects the delivery to reach 100% (`None`: no estimate, such as
+    /// before anything is known about its pace, once it stalled, or once it ended).
+    pub expected_completion_at_ms: Option<i64>,
 }
 
 /// What the poller remembers about a task between polls, stored with the task (a column
@@ -197,6 +204,13 @@ pub struct PollMemory {
     /// The gap chosen after the previous answer, the base of the back-off while nothing
     /// changes.
     pub last_interval_ms: i64,
+    /// When delivery is estimated to have started: the registration when the first answer
+    /// shows it running, else halfway between the last "not started" and the first
+    /// "running" answer. Measures the run of a finished task for the learned pace.
+    pub started_at_ms: Option<i64>,
+    /// Whether a new task's first poll was placed at its predicted end (done once, before
+    /// any call).
+    pub first_poll_placed: bool,
 }
 
 impl Task {
@@ -220,6 +234,7 @@ impl Task {
             recipients: None,
             result_fetch: ResultFetch::Pending,
             poll_memory: PollMemory::default(),
+            expected_completion_at_ms: None,
         }
     }
 
