@@ -688,6 +688,8 @@ const BEYOND_CONTRACT: &[&str] = &[
     // whether a change of the --web.config.file was put in force (a rewrite that would
     // weaken authentication is refused while running)
     "dingtalk_web_config_last_reload_successful",
+    // what each ended task cost of the monthly quota (calls per finished task)
+    "dingtalk_task_calls",
 ];
 
 /// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md
