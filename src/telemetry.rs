@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Counters and gauges about DingTalk calls, tokens, polling and the exporter itself.
@@ -47,6 +47,8 @@ pub struct Telemetry {
     config_reload_timestamp: Gauge,
     /// `dingtalk_web_config_last_reload_successful`
     web_config_reload_successful: IntGauge,
+    /// `dingtalk_task_calls`
+    task_calls: Histogram,
 }
 
 /// The lease metrics of a replica sharing a database with others, per app (per corp, for
@@ -242,6 +244,16 @@ impl Telemetry {
         )
         .expect("valid metric");
         web_config_reload_successful.set(1);
+        let task_calls = Histogram::with_opts(
+            HistogramOpts::new(
+                "dingtalk_task_calls",
+                "Metered DingTalk calls that DingTalk answered for each task that ended (finished with its recipients asked, invalid or expired): what a delivery costs of the monthly quota.",
+            )
+            .buckets(vec![
+                1.0, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0, 40.0, 60.0, 100.0, 200.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "dingtalk_exporter_build_info",
@@ -271,6 +283,7 @@ impl Telemetry {
             Box::new(config_reload_successful.clone()),
             Box::new(config_reload_timestamp.clone()),
             Box::new(web_config_reload_successful.clone()),
+            Box::new(task_calls.clone()),
             Box::new(build_info),
             Box::new(ProcessMetrics::for_self()),
         ] {
@@ -295,7 +308,13 @@ impl Telemetry {
             config_reload_timestamp,
             leases: std::sync::OnceLock::new(),
             web_config_reload_successful,
+            task_calls,
         }
+    }
+
+    /// A task ended with `calls` metered calls that DingTalk answered spent on it.
+    pub fn record_task_calls(&self, calls: u64) {
+        self.task_calls.observe(calls as f64);
     }
 
     /// The series of these APIs exist from the start, so `rate()` and alerts see a 0 before

@@ -690,6 +690,8 @@ const BEYOND_CONTRACT: &[&str] = &[
     // the lease's renewals and losses of a replica on a shared database
     "dingtalk_ha_lease_losses_total",
     "dingtalk_ha_lease_renewals_total",
+    // what each ended task cost of the monthly quota (calls per finished task)
+    "dingtalk_task_calls",
 ];
 
 /// The golden expositions (of one exporter, and what a replica on a shared database adds)

@@ -115,6 +115,20 @@ async fn progress_completion_and_recipients_reach_metrics() {
     let answer = task_json(&exporter, task).await.unwrap();
     assert_eq!(answer["state"], "completed");
     assert_eq!(answer["recipients"]["read"], expected.read);
+    // What the finished task cost lands once in the histogram of calls per task.
+    let calls = answer["metered_calls"].as_f64().unwrap();
+    assert!(
+        calls >= 2.0,
+        "at least a progress poll and the result: {calls}"
+    );
+    assert_eq!(
+        metric(&exporter, "dingtalk_task_calls_count", &[]).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&exporter, "dingtalk_task_calls_sum", &[]).await,
+        Some(calls)
+    );
 }
 
 /// Polling goes on across token expiry, whether DingTalk says 42001 or wraps 40014 in 88.

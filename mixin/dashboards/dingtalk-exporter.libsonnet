@@ -1631,6 +1631,71 @@ local promql = import '../lib/promql.libsonnet';
         ],
       },
       {
+        "type": "timeseries",
+        "id": 31,
+        "title": "Calls per finished task",
+        "description": "Metered calls each delivery cost of the monthly quota, counted when the task ended (finished with its recipients asked, invalid or expired): the average and the 90th percentile over the tasks that ended. A finishing delivery takes two or three; a stalled or never-starting one costs more the longer it stays (see the README's 'How it polls, and what it costs'). Rising: more stuck deliveries, or --poll.* settings that poll more often.",
+        "gridPos": {
+          "h": 8,
+          "w": 24,
+          "x": 0,
+          "y": 49
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "short",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', 'sum(rate(%s[$__rate_interval])) / sum(rate(%s[$__rate_interval]))' % [sel('dingtalk_task_calls_sum'), sel('dingtalk_task_calls_count')], legend="average"),
+          rangeTarget('B', 'histogram_quantile(0.9, sum by (le) (rate(%s[$__rate_interval])))' % sel('dingtalk_task_calls_bucket'), legend="p90"),
+        ],
+      },
+      {
         "type": "row",
         "id": 30,
         "title": "Exporter",
@@ -1639,7 +1704,7 @@ local promql = import '../lib/promql.libsonnet';
           "h": 1,
           "w": 24,
           "x": 0,
-          "y": 49
+          "y": 57
         },
         panels: [
           {
@@ -1651,7 +1716,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 0,
-              "y": 50
+              "y": 58
             },
             "fieldConfig": {
               "defaults": {
@@ -1719,7 +1784,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 8,
-              "y": 50
+              "y": 58
             },
             "fieldConfig": {
               "defaults": {
@@ -1783,7 +1848,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 16,
-              "y": 50
+              "y": 58
             },
             "fieldConfig": {
               "defaults": {
@@ -1847,7 +1912,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 4,
               "w": 4,
               "x": 0,
-              "y": 58
+              "y": 66
             },
             "fieldConfig": {
               "defaults": {
@@ -1920,7 +1985,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 4,
               "w": 4,
               "x": 0,
-              "y": 62
+              "y": 70
             },
             "fieldConfig": {
               "defaults": {
@@ -1972,7 +2037,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 4,
-              "y": 58
+              "y": 66
             },
             "transformations": [
               {
@@ -2050,7 +2115,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 6,
               "x": 12,
-              "y": 58
+              "y": 66
             },
             "fieldConfig": {
               "defaults": {
@@ -2114,7 +2179,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 6,
               "x": 18,
-              "y": 58
+              "y": 66
             },
             "fieldConfig": {
               "defaults": {

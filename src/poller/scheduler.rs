@@ -147,14 +147,28 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
                             let agent_id = task.key.agent_id;
                             let created_at_ms = task.created_at_ms;
                             let recipients = task.recipients_expected;
-                            if let Err(err) = ports.tracker.update(vec![*task]).await {
-                                tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
-                            } else if let Some(run) = finished {
-                                let lesson = |pace: &mut LearnedPace| {
-                                    learn_from_run(pace, created_at_ms, recipients, run)
-                                };
-                                if let Err(err) = ports.tracker.learn_pace(agent_id, lesson).await {
-                                    tracing::warn!(error = %err, agent_id, "could not save the pace learned from a finished task");
+                            // Nothing more to ask DingTalk about it: what it cost is final.
+                            let final_cost = (task.state != TaskState::Active
+                                && task.next_poll_at_ms.is_none())
+                            .then_some(task.metered_calls);
+                            match ports.tracker.update(vec![*task]).await {
+                                Err(err) => {
+                                    tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
+                                }
+                                Ok(()) => {
+                                    if let Some(calls) = final_cost {
+                                        ports.telemetry.record_task_calls(calls);
+                                    }
+                                    if let Some(run) = finished {
+                                        let lesson = |pace: &mut LearnedPace| {
+                                            learn_from_run(pace, created_at_ms, recipients, run)
+                                        };
+                                        if let Err(err) =
+                                            ports.tracker.learn_pace(agent_id, lesson).await
+                                        {
+                                            tracing::warn!(error = %err, agent_id, "could not save the pace learned from a finished task");
+                                        }
+                                    }
                                 }
                             }
                         }
