@@ -7,6 +7,7 @@
 pub mod answer;
 pub mod client;
 pub mod limiter;
+pub mod message;
 pub mod redact;
 pub mod token;
 
