@@ -12,6 +12,7 @@ pub(crate) enum Endpoint {
     GetSendProgress,
     GetSendResult,
     AsyncSend,
+    SendByTemplate,
     Unknown,
 }
 
@@ -24,6 +25,7 @@ impl Endpoint {
             Some("getsendprogress") => Endpoint::GetSendProgress,
             Some("getsendresult") => Endpoint::GetSendResult,
             Some("asyncsend_v2") => Endpoint::AsyncSend,
+            Some("sendbytemplate") => Endpoint::SendByTemplate,
             _ => Endpoint::Unknown,
         }
     }
@@ -32,7 +34,10 @@ impl Endpoint {
     pub fn is_metered(self) -> bool {
         matches!(
             self,
-            Endpoint::GetSendProgress | Endpoint::GetSendResult | Endpoint::AsyncSend
+            Endpoint::GetSendProgress
+                | Endpoint::GetSendResult
+                | Endpoint::AsyncSend
+                | Endpoint::SendByTemplate
         )
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::api::{self, Answer, ApiError, Endpoint, Params};
 use super::control;
+use super::echo;
 use super::faults::{self, FaultKind};
 use super::state::{Shared, State};
 use super::wire::{CloseConnection, HttpResponse, json_response, read_body, respond};
@@ -66,6 +67,9 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, CloseConnection> {
+    if request.uri().path().starts_with(echo::PREFIX) {
+        return echo::handle(request).await;
+    }
     if request.uri().path().starts_with(control::PREFIX) {
         return control::handle(&shared, request).await;
     }

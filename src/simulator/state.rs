@@ -49,6 +49,8 @@ pub struct CallCounts {
     pub getsendprogress: u64,
     pub getsendresult: u64,
     pub asyncsend_v2: u64,
+    #[serde(default)]
+    pub sendbytemplate: u64,
     /// Requests to paths DingTalk does not have (answered with errcode 22).
     pub unknown: u64,
 }
@@ -196,6 +198,7 @@ impl State {
             Endpoint::GetSendProgress => &mut calls.getsendprogress,
             Endpoint::GetSendResult => &mut calls.getsendresult,
             Endpoint::AsyncSend => &mut calls.asyncsend_v2,
+            Endpoint::SendByTemplate => &mut calls.sendbytemplate,
             Endpoint::Unknown => &mut calls.unknown,
         } += 1;
     }
