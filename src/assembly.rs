@@ -344,11 +344,13 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
                 limits: ServerLimits::default(),
                 web_config: web_config.clone(),
             })?;
+            // Worded without "listening", which scripts and tests take as the exporter's
+            // own address line.
             tracing::info!(
-                address = %proxy.address,
+                proxy_address = %proxy.address,
                 scheme,
                 upstream = %config.proxy.upstream_url,
-                "tracking proxy listening"
+                "tracking proxy started"
             );
             Some(proxy)
         }

@@ -83,6 +83,7 @@ pub struct ProxyFlags {
     /// Where the tracking proxy listens (`host:port`, e.g. 127.0.0.1:10051); senders use it
     /// as their DingTalk base URL. [default: none, the proxy is off]
     #[arg(
+        id = "proxy_listen_address",
         long = "proxy.listen-address",
         env = "DINGTALK_EXPORTER_PROXY_LISTEN_ADDRESS",
         value_name = "ADDRESS",
@@ -93,6 +94,7 @@ pub struct ProxyFlags {
     /// Where the proxy forwards every request: the only destination it ever contacts.
     /// [default: --dingtalk.api-url]
     #[arg(
+        id = "proxy_upstream_url",
         long = "proxy.upstream-url",
         env = "DINGTALK_EXPORTER_PROXY_UPSTREAM_URL",
         value_name = "URL",

@@ -4,7 +4,7 @@
 //! path, if it has one), every end-to-end header and the body bytes. What does not: the
 //! hop-by-hop headers of RFC 9110 §7.6.1 (`Connection` and the headers it names,
 //! `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`), which describe
-//! the sender's connection to the proxy, and `Host`, which names the upstream. The request
+//! the sender's connection to the proxy; `Host` names the upstream instead. The request
 //! line's scheme and authority (an absolute-form target) and the `Host` header are ignored:
 //! every request goes to the one upstream, so the proxy can never be used to reach another
 //! address. The answer comes back the same way: status, end-to-end headers and body bytes.
@@ -155,6 +155,8 @@ impl RelayResult {
 struct Upstream {
     scheme: String,
     authority: String,
+    /// The `Host` header every relayed request carries.
+    host: HeaderValue,
     /// The URL's own path without its trailing slash ("" for none).
     base_path: String,
 }
@@ -171,9 +173,12 @@ impl Upstream {
         let authority = uri
             .authority()
             .ok_or_else(|| format!("--proxy.upstream-url {url:?} has no host"))?;
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| format!("--proxy.upstream-url {url:?} has an invalid host"))?;
         Ok(Upstream {
             scheme: scheme.to_string(),
             authority: authority.to_string(),
+            host,
             base_path: uri.path().trim_end_matches('/').to_string(),
         })
     }
@@ -294,7 +299,10 @@ impl Relay {
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = end_to_end(parts.headers);
-        upstream_request.headers_mut().remove(header::HOST);
+        // The upstream's name, in the place the sender's Host header had.
+        upstream_request
+            .headers_mut()
+            .insert(header::HOST, self.upstream.host.clone());
 
         let send_body = if api.is_send() {
             match read_bounded(body, MAX_SEND_BODY_BYTES, self.body_read_timeout).await {
@@ -391,8 +399,9 @@ impl Relay {
     }
 }
 
-/// The headers without the hop-by-hop ones (RFC 9110 §7.6.1).
-fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
+/// The headers without the hop-by-hop ones (RFC 9110 §7.6.1), the others in their order.
+/// (Copied rather than removed in place: removing from a `HeaderMap` reorders it.)
+fn end_to_end(headers: HeaderMap) -> HeaderMap {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -400,20 +409,25 @@ fn end_to_end(mut headers: HeaderMap) -> HeaderMap {
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
+    let hop_by_hop = |name: &HeaderName| {
+        matches!(
+            name.as_str(),
+            "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
+        ) || named.contains(name)
+    };
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in headers {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        if let Some(name) = &current
+            && !hop_by_hop(name)
+        {
+            kept.append(name.clone(), value);
+        }
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-    headers
+    kept
 }
 
 fn full(bytes: Bytes) -> RelayBody {
