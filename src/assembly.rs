@@ -334,7 +334,9 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
             let address = listen_address(listen)?;
             let listener = tokio::net::TcpListener::bind(address)
                 .await
-                .map_err(|err| format!("cannot listen on {listen} (--proxy.listen-address): {err}"))?;
+                .map_err(|err| {
+                    format!("cannot listen on {listen} (--proxy.listen-address): {err}")
+                })?;
             let proxy = TrackingProxy::start(ProxySetup {
                 listener,
                 upstream_url: config.proxy.upstream_url.clone(),

@@ -286,10 +286,7 @@ impl Telemetry {
 
     /// The proxy relayed a send but could not register it, for `reason`.
     pub fn record_proxy_track_failure(&self, reason: &str) {
-        self.proxy
-            .track_failures
-            .with_label_values(&[reason])
-            .inc();
+        self.proxy.track_failures.with_label_values(&[reason]).inc();
     }
 
     /// The metered calls the proxy relayed this quota month.

@@ -665,24 +665,44 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let unused: Vec<&String> = golden
         .keys()
         .filter(|family| family.starts_with("dingtalk_") && !used.contains(*family))
+        .filter(|family| !NOT_YET_ON_DASHBOARD.contains(&family.as_str()))
         .collect();
     assert!(unused.is_empty(), "families no panel shows: {unused:?}");
+    for family in NOT_YET_ON_DASHBOARD {
+        assert!(
+            !used.contains(*family),
+            "{family} has a panel now: take it off NOT_YET_ON_DASHBOARD"
+        );
+    }
 }
+
+/// Exposed families whose panels the mixin does not have yet (the tracking proxy's: the
+/// organisation-quota panel, own plus relayed calls, and the proxy's traffic). Each leaves
+/// this list in the change that adds its panel; the test fails while a listed family is
+/// already shown, so the list cannot go stale.
+const NOT_YET_ON_DASHBOARD: &[&str] = &[
+    "dingtalk_proxy_month_calls",
+    "dingtalk_proxy_request_duration_seconds",
+    "dingtalk_proxy_requests_total",
+    "dingtalk_proxy_track_failures_total",
+    "dingtalk_proxy_tracked_total",
+];
 
 /// Families of interface.md whose features are not in this release yet. Each leaves this
 /// list in the change that builds its feature; the test fails while a listed family is
 /// already exposed, so the list cannot go stale.
 const NOT_YET_EXPOSED: &[&str] = &[
-    // the tracking proxy
-    "dingtalk_proxy_month_calls",
-    "dingtalk_proxy_requests_total",
-    "dingtalk_proxy_track_failures_total",
-    "dingtalk_proxy_tracked_total",
     // the completion estimate
     "dingtalk_task_expected_completion_timestamp_seconds",
     // replicas on a shared database
     "dingtalk_ha_owner",
 ];
+
+/// Families exposed (and in the README) that interface.md's table does not list yet: the
+/// contract names the proxy's other metrics and leaves its latency histogram's name to the
+/// exporter. The test fails once the contract lists one, so the list cannot go stale.
+const NOT_YET_IN_CONTRACT: &[(&str, &str)] =
+    &[("dingtalk_proxy_request_duration_seconds", "histogram")];
 
 /// The golden exposition lists the same `dingtalk_*` metrics and types as interface.md
 /// (but for the families of features still to come, which it must not list yet).
@@ -719,9 +739,20 @@ fn golden_metric_families_match_the_interface_contract() {
             "{family} is exposed now: take it off NOT_YET_EXPOSED"
         );
     }
+    for (family, _) in NOT_YET_IN_CONTRACT {
+        assert!(
+            !documented.contains_key(*family),
+            "{family} is in interface.md now: take it off NOT_YET_IN_CONTRACT"
+        );
+    }
     let expected: BTreeMap<String, String> = documented
         .into_iter()
         .filter(|(name, _)| !NOT_YET_EXPOSED.contains(&name.as_str()))
+        .chain(
+            NOT_YET_IN_CONTRACT
+                .iter()
+                .map(|(name, kind)| (name.to_string(), kind.to_string())),
+        )
         .collect();
     assert_eq!(exported, expected);
 }

@@ -67,7 +67,10 @@ async fn token_through(proxy: &str) -> String {
 
 /// A raw HTTP/1.1 exchange: the request bytes as given, the answer's status line, headers
 /// (in order) and body (read by its Content-Length).
-async fn raw_exchange(address: SocketAddr, request: &[u8]) -> (String, Vec<(String, String)>, Vec<u8>) {
+async fn raw_exchange(
+    address: SocketAddr,
+    request: &[u8],
+) -> (String, Vec<(String, String)>, Vec<u8>) {
     let mut stream = TcpStream::connect(address).await.expect("connect");
     stream.write_all(request).await.expect("write request");
     let mut received = Vec::new();
@@ -191,7 +194,9 @@ async fn large_bodies_stream_through() {
     let body: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let expected: String = aws_lc_rs_free_sha256(&body);
     let answer: Value = reqwest::Client::new()
-        .post(format!("{proxy}/_sim/echo/media/upload?access_token=t&type=file"))
+        .post(format!(
+            "{proxy}/_sim/echo/media/upload?access_token=t&type=file"
+        ))
         .body(body)
         .send()
         .await

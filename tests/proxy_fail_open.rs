@@ -126,7 +126,9 @@ async fn setup() -> Setup {
 async fn send(url: &str, user: &str) -> i64 {
     let client = reqwest::Client::new();
     let token: Value = client
-        .get(format!("{url}/gettoken?appkey={APP_KEY}&appsecret={SECRET}"))
+        .get(format!(
+            "{url}/gettoken?appkey={APP_KEY}&appsecret={SECRET}"
+        ))
         .send()
         .await
         .unwrap()
@@ -170,10 +172,10 @@ async fn broken_store_loses_only_the_registration() {
     let task_id = send(&setup.url, "u1").await;
     assert!(setup.sim.tasks().iter().any(|task| task.task_id == task_id));
     until("the failure to be counted", || {
-        setup
-            .telemetry
-            .sample("dingtalk_proxy_track_failures_total", &[("reason", "store")])
-            == Some(1.0)
+        setup.telemetry.sample(
+            "dingtalk_proxy_track_failures_total",
+            &[("reason", "store")],
+        ) == Some(1.0)
     })
     .await;
     assert!(
@@ -209,7 +211,10 @@ async fn queued_registrations_survive_a_clean_shutdown() {
         .into_iter()
         .map(|task| task.key.task_id)
         .collect();
-    assert!(stored.contains(&first) && stored.contains(&second), "{stored:?}");
+    assert!(
+        stored.contains(&first) && stored.contains(&second),
+        "{stored:?}"
+    );
     assert_eq!(
         setup.telemetry.sample("dingtalk_proxy_tracked_total", &[]),
         Some(2.0)

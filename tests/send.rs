@@ -4,9 +4,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use common::{binary, eventually, exporter_against, temp_db};
 use dingtalk_exporter::simulator::{Behaviour, Simulator};
@@ -22,10 +23,15 @@ async fn simulator() -> Simulator {
 
 /// Runs `send` with the app's credentials (the secret from the environment, as the
 /// exporter takes it), `args`, and `stdin` on standard input.
-fn run_send(sim: &Simulator, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
+async fn run_send(sim: &Simulator, args: &[&str], stdin: &str) -> Output {
+    let mut child = tokio::process::Command::new(binary())
         .arg("send")
-        .args(["--dingtalk.api-url", sim.url(), "--dingtalk.app-key", APP_KEY])
+        .args([
+            "--dingtalk.api-url",
+            sim.url(),
+            "--dingtalk.app-key",
+            APP_KEY,
+        ])
         .args(args)
         .env("DINGTALK_APP_SECRET", SECRET)
         .env_remove("DINGTALK_API_URL")
@@ -36,13 +42,13 @@ fn run_send(sim: &Simulator, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().expect("send finishes")
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("send finishes in time")
+        .expect("send runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -70,7 +76,8 @@ async fn sends_and_registers_with_the_exporter() {
             &exporter_url,
         ],
         "the nightly backup finished\n",
-    );
+    )
+    .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let task_id: i64 = text(&output.stdout).trim().parse().expect("the task_id");
     let sent = sim
@@ -115,7 +122,8 @@ async fn registration_failure_exits_3_with_the_task_id() {
             "http://127.0.0.1:1",
         ],
         "",
-    );
+    )
+    .await;
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let task_id: i64 = text(&output.stdout).trim().parse().expect("the task_id");
     assert_eq!(sim.stats().calls.asyncsend_v2, 1, "sent exactly once");
@@ -140,7 +148,8 @@ async fn dry_run_prints_the_request_and_sends_nothing() {
             "--dry-run",
         ],
         "",
-    );
+    )
+    .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     assert!(stdout.contains("asyncsend_v2"), "{stdout}");
@@ -159,7 +168,8 @@ async fn refused_send_exits_1() {
         &sim,
         &["--agent-id", "0", "--user-ids", "ann", "--text", "hi"],
         "",
-    );
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1));
     assert!(
         text(&output.stderr).contains("errcode"),

@@ -102,9 +102,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         args.task_interval.0,
     ));
 
-    let sender = proxy_url.map(|proxy_url| {
-        tokio::spawn(send_through_proxy(proxy_url, args.task_interval.0))
-    });
+    let sender = proxy_url
+        .map(|proxy_url| tokio::spawn(send_through_proxy(proxy_url, args.task_interval.0)));
 
     assembly::termination().await;
     feeder.abort();

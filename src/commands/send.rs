@@ -119,7 +119,9 @@ fn message(args: &SendArgs) -> Result<Value, String> {
         None => read_stdin()?,
     };
     if text.trim().is_empty() {
-        return Err("the message is empty: give --text, --msg-file or text on standard input".to_string());
+        return Err(
+            "the message is empty: give --text, --msg-file or text on standard input".to_string(),
+        );
     }
     Ok(json!({"msgtype": "text", "text": {"content": text}}))
 }
@@ -177,7 +179,24 @@ fn dingtalk_error(answer: &Value) -> String {
         .or_else(|| answer.get("errmsg"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    format!("errcode {}: {errmsg}", answer.get("errcode").unwrap_or(&Value::Null))
+    format!(
+        "errcode {}: {errmsg}",
+        answer.get("errcode").unwrap_or(&Value::Null)
+    )
+}
+
+/// A request error with its causes, and without the URL (whose query holds the secret or
+/// the token).
+fn why(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A URL with query parameters; the error never shows them (they hold secrets).
@@ -198,10 +217,21 @@ async fn access_token(client: &reqwest::Client, app: &AppConfig) -> Result<Strin
         .get(url)
         .send()
         .await
-        .map_err(|err| format!("cannot reach DingTalk at {} (nothing was sent): {}", app.api_url, err.without_url()))?
+        .map_err(|err| {
+            format!(
+                "cannot reach DingTalk at {} (nothing was sent): {}",
+                app.api_url,
+                why(err)
+            )
+        })?
         .json()
         .await
-        .map_err(|err| format!("DingTalk's gettoken answer was not JSON (nothing was sent): {}", err.without_url()))?;
+        .map_err(|err| {
+            format!(
+                "DingTalk's gettoken answer was not JSON (nothing was sent): {}",
+                why(err)
+            )
+        })?;
     answer
         .get("access_token")
         .and_then(Value::as_str)
@@ -226,23 +256,18 @@ async fn send(
         &format!("{}{ASYNC_SEND_PATH}", app.api_url),
         &[("access_token", token)],
     )?;
-    let response = client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|err| {
-            let when = if err.is_connect() {
-                "nothing was sent"
-            } else {
-                "the message may have been sent; check before sending it again"
-            };
-            format!("asyncsend_v2 failed ({when}): {}", err.without_url())
-        })?;
+    let response = client.post(url).json(body).send().await.map_err(|err| {
+        let when = if err.is_connect() {
+            "nothing was sent"
+        } else {
+            "the message may have been sent; check before sending it again"
+        };
+        format!("asyncsend_v2 failed ({when}): {}", why(err))
+    })?;
     let bytes = response.bytes().await.map_err(|err| {
         format!(
             "asyncsend_v2's answer broke off (the message may have been sent; check before sending it again): {}",
-            err.without_url()
+            why(err)
         )
     })?;
     match send_outcome(&bytes) {

@@ -40,12 +40,7 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
     if let Some(recipients) = args.recipients {
         body["recipients"] = serde_json::Value::from(recipients);
     }
-    register(
-        &args.exporter_url,
-        args.api_token_file.as_deref(),
-        &body,
-    )
-    .await
+    register(&args.exporter_url, args.api_token_file.as_deref(), &body).await
 }
 
 /// Posts one registration (`body`, the task API's JSON) to the exporter at `exporter_url`;

@@ -19,8 +19,8 @@ use super::{
     DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
     DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, ProxySettings, StaticTask, WebSettings, file,
-    rules,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, ProxySettings, StaticTask,
+    WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.

@@ -198,10 +198,7 @@ mod tests {
             send_outcome(br#"{"errcode":0,"task_id":256271667526}"#),
             Ok(256271667526)
         );
-        assert_eq!(
-            send_outcome(br#"{"errcode":"0","task_id":"12"}"#),
-            Ok(12)
-        );
+        assert_eq!(send_outcome(br#"{"errcode":"0","task_id":"12"}"#), Ok(12));
         assert_eq!(send_outcome(br#"{"errcode":40035}"#), Err(Some(40035)));
         assert_eq!(send_outcome(b"<html>"), Err(None));
     }

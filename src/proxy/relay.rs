@@ -31,8 +31,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::tracking::{TrackFailure, TrackQueue, report_failure};
 use super::meter::RelayedCallMeter;
+use super::tracking::{TrackFailure, TrackQueue, report_failure};
 use crate::clock::now_ms;
 use crate::dingtalk::message::{
     ASYNC_SEND_PATH, SEND_BY_TEMPLATE_PATH, clean_name, send_facts, send_outcome,
@@ -272,7 +272,10 @@ impl Relay {
     ) -> (Response<RelayBody>, RelayResult, bool) {
         if request.method() == Method::CONNECT {
             return (
-                own_answer(StatusCode::METHOD_NOT_ALLOWED, "this is a DingTalk API relay, not a forward proxy\n"),
+                own_answer(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "this is a DingTalk API relay, not a forward proxy\n",
+                ),
                 RelayResult::Refused,
                 false,
             );
@@ -312,7 +315,10 @@ impl Relay {
                 }
                 Err(status) => {
                     return (
-                        own_answer(status, "the send's body is too large or too slow to arrive\n"),
+                        own_answer(
+                            status,
+                            "the send's body is too large or too slow to arrive\n",
+                        ),
                         RelayResult::Refused,
                         false,
                     );
@@ -323,14 +329,21 @@ impl Relay {
             None
         };
 
-        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(upstream_request)).await
+        let answer = match tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            self.client.request(upstream_request),
+        )
+        .await
         {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => {
                 // The error names the failure, never the URL (whose query holds the token).
                 tracing::warn!(api = api.as_str(), error = %err, "the proxy could not reach its upstream");
                 return (
-                    own_answer(StatusCode::BAD_GATEWAY, "the DingTalk API could not be reached through the tracking proxy\n"),
+                    own_answer(
+                        StatusCode::BAD_GATEWAY,
+                        "the DingTalk API could not be reached through the tracking proxy\n",
+                    ),
                     RelayResult::UpstreamError,
                     true,
                 );
@@ -338,7 +351,10 @@ impl Relay {
             Err(_) => {
                 tracing::warn!(api = api.as_str(), timeout = ?ANSWER_TIMEOUT, "the proxy's upstream did not answer in time");
                 return (
-                    own_answer(StatusCode::GATEWAY_TIMEOUT, "the DingTalk API did not answer in time\n"),
+                    own_answer(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the DingTalk API did not answer in time\n",
+                    ),
                     RelayResult::UpstreamError,
                     true,
                 );
@@ -354,7 +370,11 @@ impl Relay {
         } else {
             RelayResult::Ok
         };
-        tracing::debug!(api = api.as_str(), status = parts.status.as_u16(), "relayed");
+        tracing::debug!(
+            api = api.as_str(),
+            status = parts.status.as_u16(),
+            "relayed"
+        );
 
         let Some(send_body) = send_body else {
             let body = body.map_err(BoxError::from).boxed();
@@ -375,7 +395,10 @@ impl Relay {
             Answer::Broken(err) => {
                 tracing::warn!(api = api.as_str(), error = %err, "the upstream broke off its answer");
                 (
-                    own_answer(StatusCode::BAD_GATEWAY, "the DingTalk API broke off its answer\n"),
+                    own_answer(
+                        StatusCode::BAD_GATEWAY,
+                        "the DingTalk API broke off its answer\n",
+                    ),
                     RelayResult::UpstreamError,
                     true,
                 )
@@ -412,7 +435,12 @@ fn end_to_end(headers: HeaderMap) -> HeaderMap {
     let hop_by_hop = |name: &HeaderName| {
         matches!(
             name.as_str(),
-            "connection" | "keep-alive" | "proxy-connection" | "te" | "transfer-encoding" | "upgrade"
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "transfer-encoding"
+                | "upgrade"
         ) || named.contains(name)
     };
     let mut kept = HeaderMap::with_capacity(headers.len());
@@ -431,7 +459,9 @@ fn end_to_end(headers: HeaderMap) -> HeaderMap {
 }
 
 fn full(bytes: Bytes) -> RelayBody {
-    Full::new(bytes).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(bytes)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn empty_body() -> RelayBody {
@@ -450,7 +480,11 @@ fn own_answer(status: StatusCode, text: &str) -> Response<RelayBody> {
 }
 
 /// Reads a request body whole, within `limit` bytes and `timeout`.
-async fn read_bounded(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, StatusCode> {
+async fn read_bounded(
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, StatusCode> {
     if body.size_hint().lower() > limit as u64 {
         return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
@@ -556,12 +590,21 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-hop"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
         headers.insert("x-hop", HeaderValue::from_static("1"));
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert("x-acs-dingtalk-access-token", HeaderValue::from_static("t"));
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let kept = end_to_end(headers);
         let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-acs-dingtalk-access-token", "content-type"]);
@@ -571,7 +614,9 @@ mod tests {
     #[test]
     fn absolute_form_targets_go_to_the_upstream() {
         let upstream = Upstream::parse("https://oapi.dingtalk.com/base/").unwrap();
-        let target: Uri = "http://evil.example:8080/gettoken?appkey=k".parse().unwrap();
+        let target: Uri = "http://evil.example:8080/gettoken?appkey=k"
+            .parse()
+            .unwrap();
         assert_eq!(
             upstream.uri_for(&target).unwrap().to_string(),
             "https://oapi.dingtalk.com/base/gettoken?appkey=k"

@@ -57,7 +57,12 @@ impl TrackFailure {
 
 /// Counts and logs a registration the proxy gave up on. The log line names the task, never
 /// the message or the sender's token.
-pub fn report_failure(telemetry: &Telemetry, failure: TrackFailure, task: Option<&NewTask>, detail: &str) {
+pub fn report_failure(
+    telemetry: &Telemetry,
+    failure: TrackFailure,
+    task: Option<&NewTask>,
+    detail: &str,
+) {
     telemetry.record_proxy_track_failure(failure.as_str());
     match task {
         Some(task) => tracing::warn!(
@@ -124,12 +129,18 @@ async fn register(tracker: &Tracker, telemetry: &Telemetry, task: NewTask) {
                 );
             }
         }
-        Err(RegisterError::TooManyTasks { .. }) => {
-            report_failure(telemetry, TrackFailure::TasksMax, Some(&task), "--tasks.max reached")
-        }
-        Err(RegisterError::Store(err)) => {
-            report_failure(telemetry, TrackFailure::Store, Some(&task), &err.to_string())
-        }
+        Err(RegisterError::TooManyTasks { .. }) => report_failure(
+            telemetry,
+            TrackFailure::TasksMax,
+            Some(&task),
+            "--tasks.max reached",
+        ),
+        Err(RegisterError::Store(err)) => report_failure(
+            telemetry,
+            TrackFailure::Store,
+            Some(&task),
+            &err.to_string(),
+        ),
     }
 }
 

@@ -157,7 +157,9 @@ fn get_send_result(state: &mut State, params: &Params, now_ms: i64) -> Answer {
 fn send(state: &mut State, params: &Params, content: &str, now_ms: i64) -> Answer {
     let agent_id = params.id("agent_id")?;
     if params.text(content).trim().is_empty() {
-        return Err(ApiError::invalid_parameter(&format!("{content} is required")));
+        return Err(ApiError::invalid_parameter(&format!(
+            "{content} is required"
+        )));
     }
     let list = |name: &str| -> Vec<String> {
         params

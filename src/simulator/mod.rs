@@ -101,8 +101,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    Behaviour, DEMO_AGENT_ID, DINGTALK_SEND_PACE_PER_MINUTE, DEMO_APP_KEY, DEMO_APP_SECRET, ExpiryStyle, SimApp, SimClock,
-    SimConfig,
+    Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, DINGTALK_SEND_PACE_PER_MINUTE,
+    ExpiryStyle, SimApp, SimClock, SimConfig,
 };
 pub use faults::{FaultConfig, FaultKind};
 pub use state::{CallCounts, FaultCounts, SimStats, TaskSpec, TaskView};
