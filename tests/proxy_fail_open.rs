@@ -1,6 +1,9 @@
-//! The tracking proxy's fail-open promise, with a store that breaks or stalls on cue: a
-//! send is relayed and answered whatever becomes of its registration, and registrations
-//! still queued at a clean shutdown are committed before the proxy stops.
+//! The tracking proxy in-process: its fail-open promise, with a store that breaks or stalls
+//! on cue (a send is relayed and answered whatever becomes of its registration, and
+//! registrations still queued at a clean shutdown are committed before the proxy stops),
+//! and the web config's TLS on its listener.
+
+mod tls_common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -92,6 +95,12 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(None).await
+}
+
+async fn setup_with(
+    web_config: Option<Arc<dingtalk_exporter::http::WebConfigWatch>>,
+) -> Setup {
     let sim = Simulator::start(SimConfig {
         apps: vec![SimApp::new(APP_KEY, SECRET)],
         ..SimConfig::default()
@@ -108,7 +117,7 @@ async fn setup() -> Setup {
         store: store.clone(),
         telemetry: telemetry.clone(),
         limits: ServerLimits::default(),
-        web_config: None,
+        web_config,
     })
     .unwrap();
     let url = format!("http://{}", proxy.address);
@@ -219,4 +228,39 @@ async fn queued_registrations_survive_a_clean_shutdown() {
         setup.telemetry.sample("dingtalk_proxy_tracked_total", &[]),
         Some(2.0)
     );
+}
+
+/// With `--web.config.file`, the proxy speaks TLS with the operator's certificate; its basic
+/// auth does not apply (DingTalk's token authenticates senders); plain HTTP gets no answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn web_config_tls_applies_but_basic_auth_does_not() {
+    let ca = tls_common::TestCa::new("operator CA");
+    let files = tls_common::WebConfigDir::new(&ca.server());
+    let path = files.write_config(&format!(
+        "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: {}\n",
+        tls_common::bcrypt_hash("scrape-password")
+    ));
+    let watch = Arc::new(dingtalk_exporter::http::WebConfigWatch::open(&path).unwrap());
+    let setup = setup_with(Some(watch)).await;
+    let https = setup.url.replace("http://", "https://");
+    let answer: Value = tls_common::https_client(&ca)
+        .build()
+        .unwrap()
+        .get(format!("{https}/gettoken?appkey={APP_KEY}&appsecret={SECRET}"))
+        .send()
+        .await
+        .expect("an answer over TLS")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    let plain = reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+        .get(format!("{}/gettoken?appkey={APP_KEY}&appsecret={SECRET}", setup.url))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP was answered");
+    setup.proxy.stop().await;
 }

@@ -34,6 +34,7 @@ use hyper_util::rt::TokioExecutor;
 use super::meter::RelayedCallMeter;
 use super::tracking::{TrackFailure, TrackQueue, report_failure};
 use crate::clock::now_ms;
+use crate::dingtalk::is_throttle_code;
 use crate::dingtalk::message::{
     ASYNC_SEND_PATH, SEND_BY_TEMPLATE_PATH, clean_name, send_facts, send_outcome,
 };
@@ -360,7 +361,9 @@ impl Relay {
                 );
             }
         };
-        if is_metered(&path) {
+        // A send's answer is read below, and a send DingTalk throttled did not count
+        // against the quota; other answers stream through unread and count once answered.
+        if is_metered(&path) && !api.is_send() {
             self.meter.count_call(now_ms());
         }
         let (mut parts, body) = answer.into_parts();
@@ -382,7 +385,11 @@ impl Relay {
         };
         match read_answer(body).await {
             Answer::Whole(bytes) => {
-                let result = match send_outcome(&bytes) {
+                let outcome = send_outcome(&bytes);
+                if !matches!(outcome, Err(Some(code)) if is_throttle_code(code)) {
+                    self.meter.count_call(now_ms());
+                }
+                let result = match outcome {
                     Ok(task_id) => {
                         self.track(&send_body, task_id, name);
                         RelayResult::Ok
@@ -391,7 +398,10 @@ impl Relay {
                 };
                 (Response::from_parts(parts, full(bytes)), result, true)
             }
-            Answer::Streaming(body) => (Response::from_parts(parts, body), status_result, true),
+            Answer::Streaming(body) => {
+                self.meter.count_call(now_ms());
+                (Response::from_parts(parts, body), status_result, true)
+            }
             Answer::Broken(err) => {
                 tracing::warn!(api = api.as_str(), error = %err, "the upstream broke off its answer");
                 (
