@@ -290,13 +290,15 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
 
     let web_config = match &config.web.config_file {
         Some(path) => {
-            let watch = WebConfigWatch::open(path).map_err(|errors| {
-                format!(
-                    "--web.config.file {}:\n{}",
-                    path.display(),
-                    errors.to_string().replace('\n', "\n  ")
-                )
-            })?;
+            let watch = WebConfigWatch::open(path)
+                .map_err(|errors| {
+                    format!(
+                        "--web.config.file {}:\n{}",
+                        path.display(),
+                        errors.to_string().replace('\n', "\n  ")
+                    )
+                })?
+                .with_telemetry(telemetry.clone());
             tracing::info!(
                 path = %path.display(),
                 web_config = %watch.current().summary(),

@@ -39,6 +39,8 @@ pub struct Telemetry {
     config_reload_successful: IntGauge,
     /// `dingtalk_config_last_reload_success_timestamp_seconds`
     config_reload_timestamp: Gauge,
+    /// `dingtalk_web_config_last_reload_successful`
+    web_config_reload_successful: IntGauge,
     /// The tracking proxy's metrics, registered only when the proxy runs.
     proxy: ProxyMetrics,
 }
@@ -192,6 +194,12 @@ impl Telemetry {
             "When the configuration was last loaded successfully.",
         )
         .expect("valid metric");
+        let web_config_reload_successful = IntGauge::new(
+            "dingtalk_web_config_last_reload_successful",
+            "Whether the last change of the --web.config.file was put in force (1, also without a web config file); 0 while a broken, empty or authentication-weakening file is refused and the previous web config stays.",
+        )
+        .expect("valid metric");
+        web_config_reload_successful.set(1);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "dingtalk_exporter_build_info",
@@ -217,6 +225,7 @@ impl Telemetry {
             Box::new(poll_lag.clone()),
             Box::new(config_reload_successful.clone()),
             Box::new(config_reload_timestamp.clone()),
+            Box::new(web_config_reload_successful.clone()),
             Box::new(build_info),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -238,6 +247,7 @@ impl Telemetry {
             poll_lag,
             config_reload_successful,
             config_reload_timestamp,
+            web_config_reload_successful,
             proxy: ProxyMetrics::new(),
         }
     }
@@ -375,6 +385,12 @@ impl Telemetry {
         if successful {
             self.config_reload_timestamp.set(at_s);
         }
+    }
+
+    /// Whether the last change of the web config file was put in force.
+    pub fn record_web_config_reload(&self, put_in_force: bool) {
+        self.web_config_reload_successful
+            .set(i64::from(put_in_force));
     }
 
     /// Every collector's current samples, for tests and tools that read values back.

@@ -98,9 +98,7 @@ async fn setup() -> Setup {
     setup_with(None).await
 }
 
-async fn setup_with(
-    web_config: Option<Arc<dingtalk_exporter::http::WebConfigWatch>>,
-) -> Setup {
+async fn setup_with(web_config: Option<Arc<dingtalk_exporter::http::WebConfigWatch>>) -> Setup {
     let sim = Simulator::start(SimConfig {
         apps: vec![SimApp::new(APP_KEY, SECRET)],
         ..SimConfig::default()
@@ -246,7 +244,9 @@ async fn web_config_tls_applies_but_basic_auth_does_not() {
     let answer: Value = tls_common::https_client(&ca)
         .build()
         .unwrap()
-        .get(format!("{https}/gettoken?appkey={APP_KEY}&appsecret={SECRET}"))
+        .get(format!(
+            "{https}/gettoken?appkey={APP_KEY}&appsecret={SECRET}"
+        ))
         .send()
         .await
         .expect("an answer over TLS")
@@ -258,7 +258,10 @@ async fn web_config_tls_applies_but_basic_auth_does_not() {
         .timeout(WAIT)
         .build()
         .unwrap()
-        .get(format!("{}/gettoken?appkey={APP_KEY}&appsecret={SECRET}", setup.url))
+        .get(format!(
+            "{}/gettoken?appkey={APP_KEY}&appsecret={SECRET}",
+            setup.url
+        ))
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP was answered");

@@ -1,20 +1,31 @@
 //! HTTP basic auth against the bcrypt hashes of a web config's `basic_auth_users`.
 //!
-//! - Timing reveals nothing about which users exist: a request naming an unknown user is
-//!   checked against a decoy hash whose cost is the highest of the configured ones, so it
-//!   costs the same bcrypt run as a known user's.
+//! - Timing reveals nothing about which users exist at the usual costs: a request naming an
+//!   unknown user is checked against a decoy hash of cost [`DECOY_COST`] (exporter-toolkit's
+//!   fixed cost, and the cost `htpasswd -B` and the documentation use), so it costs the same
+//!   bcrypt run as a known user with a typical hash. The decoy does not follow the highest
+//!   configured cost: one user with a cost-18 hash would otherwise make every mistyped user
+//!   name take seconds, and a scrape time out instead of getting 401.
 //! - bcrypt is slow on purpose (tens of milliseconds at the usual cost). Prometheus presents
-//!   the same credentials at every scrape, so a successful check is remembered for
-//!   [`VERIFIED_FOR`], keyed by an HMAC of user and password under a key drawn when the
-//!   users were loaded: the cache never holds a password, and a scrape storm costs one
-//!   bcrypt run per credential and period instead of one per request. Failures are not
-//!   remembered, so guessing costs a full bcrypt run every time.
-//! - At most one bcrypt run happens at a time, so a flood of wrong passwords takes one core,
-//!   not all of them; credentials already verified never wait behind it.
+//!   the same credentials at every scrape, so the outcome of a check is remembered for
+//!   [`REMEMBERED_FOR`], as exporter-toolkit does, failures included, keyed by an HMAC of
+//!   user and password under a key drawn when the users were loaded: the cache never holds
+//!   a password. A scrape storm costs one bcrypt run per credential and period; repeating
+//!   a wrong password costs one too. Successes and failures are kept apart, so a flood of
+//!   different wrong passwords never evicts a valid user's entry.
+//! - A flood of wrong passwords must not lock valid users out: at most [`bcrypt_parallelism`]
+//!   bcrypt runs happen at once, a client address may have at most
+//!   [`MAX_CHECKS_PER_CLIENT`] checks waiting or running (past it, 429), and at most
+//!   [`MAX_PENDING_CHECKS`] wait in all (past it, 503). Each refusal comes at once, so the
+//!   flood gets refusals instead of a queue. The checks of one address queue for a bcrypt
+//!   slot one at a time, so a valid user from another address waits behind one check of
+//!   each flooding address, not behind all of them. Remembered credentials never wait.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
@@ -23,26 +34,60 @@ use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
 use tokio::sync::Semaphore;
 
-/// How long a successful check is remembered. Longer than the usual scrape intervals, so a
-/// scraping Prometheus costs one bcrypt run every few minutes.
-pub const VERIFIED_FOR: Duration = Duration::from_secs(5 * 60);
+/// How long the outcome of a check is remembered. Longer than the usual scrape intervals,
+/// so a scraping Prometheus costs one bcrypt run every few minutes.
+pub const REMEMBERED_FOR: Duration = Duration::from_secs(5 * 60);
 
-/// The most credentials remembered at once; past it, the cache starts over.
-const MAX_VERIFIED: usize = 1024;
+/// The most outcomes of each kind (success, failure) remembered at once; past it, that
+/// kind starts over.
+const MAX_REMEMBERED: usize = 1024;
+
+/// The bcrypt cost of the decoy an unknown user is checked against.
+pub const DECOY_COST: u32 = 10;
+
+/// Checks one client address may have waiting or running at once.
+pub const MAX_CHECKS_PER_CLIENT: usize = 4;
+
+/// Checks that may wait or run at once, from every client together.
+pub const MAX_PENDING_CHECKS: usize = 64;
 
 /// The `WWW-Authenticate` challenge of a refusal.
 pub const CHALLENGE: &str = "Basic realm=\"dingtalk-exporter\"";
 
-/// The users of `basic_auth_users` and what was verified recently.
+/// bcrypt runs at once: half the cores (at least one, at most four), so that a flood of
+/// guesses leaves the other half to scrapes and polling.
+pub fn bcrypt_parallelism() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    (cores / 2).clamp(1, 4)
+}
+
+/// What came of a request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The credentials of a user.
+    Allowed,
+    /// No credentials, malformed ones, or not a user's: 401.
+    Refused,
+    /// Not checked: this client has [`MAX_CHECKS_PER_CLIENT`] checks pending (429).
+    ClientBusy,
+    /// Not checked: [`MAX_PENDING_CHECKS`] are pending (503).
+    Overloaded,
+}
+
+/// The users of `basic_auth_users` and what was checked recently.
 pub struct BasicAuth {
     /// User name → bcrypt hash, every hash checked at load.
     users: HashMap<String, String>,
-    /// A well-formed hash no password matches, at the highest cost of the users' hashes.
+    /// A well-formed hash of cost [`DECOY_COST`] no password matches.
     decoy: String,
     cache_key: hmac::Key,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
-    /// One bcrypt run at a time.
-    bcrypt_slot: Semaphore,
+    allowed: Mutex<HashMap<[u8; 32], Instant>>,
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
+    bcrypt_slots: Semaphore,
+    pending: AtomicUsize,
+    /// Per client address: its pending checks, and the turn its checks take one at a time
+    /// before they queue for a bcrypt slot.
+    pending_by_client: Mutex<HashMap<IpAddr, ClientChecks>>,
     #[cfg(test)]
     bcrypt_runs: std::sync::atomic::AtomicUsize,
 }
@@ -58,11 +103,44 @@ impl std::fmt::Debug for BasicAuth {
 /// A problem with one entry of `basic_auth_users`: the user name and what is wrong.
 pub type UserProblem = (String, String);
 
+/// The pending checks of one client address.
+#[derive(Default)]
+struct ClientChecks {
+    count: usize,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A pending check, counted until it is dropped.
+struct Pending<'a> {
+    auth: &'a BasicAuth,
+    client: IpAddr,
+    /// Held while the check waits for a bcrypt slot and runs: one per address at a time.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.auth.pending.fetch_sub(1, Ordering::AcqRel);
+        let mut by_client = lock(&self.auth.pending_by_client);
+        if let Some(checks) = by_client.get_mut(&self.client) {
+            checks.count -= 1;
+            if checks.count == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl BasicAuth {
     /// Checks every user's hash; the problems name the user, never the hash.
     pub fn new(users: BTreeMap<String, String>) -> Result<BasicAuth, Vec<UserProblem>> {
         let mut problems = Vec::new();
-        let mut highest_cost = bcrypt_min_cost();
         for (user, hash) in &users {
             if user.contains(':') {
                 problems.push((
@@ -71,9 +149,7 @@ impl BasicAuth {
                 ));
             }
             match bcrypt::HashParts::from_str(hash) {
-                Ok(parts) if (bcrypt_min_cost()..=bcrypt_max_cost()).contains(&parts.get_cost()) => {
-                    highest_cost = highest_cost.max(parts.get_cost());
-                }
+                Ok(parts) if (bcrypt_min_cost()..=bcrypt_max_cost()).contains(&parts.get_cost()) => {}
                 Ok(parts) => problems.push((
                     user.clone(),
                     format!(
@@ -94,10 +170,13 @@ impl BasicAuth {
         }
         Ok(BasicAuth {
             users: users.into_iter().collect(),
-            decoy: decoy_hash(highest_cost),
+            decoy: decoy_hash(DECOY_COST),
             cache_key: hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()),
-            verified: Mutex::new(HashMap::new()),
-            bcrypt_slot: Semaphore::new(1),
+            allowed: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
+            bcrypt_slots: Semaphore::new(bcrypt_parallelism()),
+            pending: AtomicUsize::new(0),
+            pending_by_client: Mutex::new(HashMap::new()),
             #[cfg(test)]
             bcrypt_runs: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -108,19 +187,29 @@ impl BasicAuth {
         self.users.len()
     }
 
-    /// Whether the request's `Authorization: Basic` credentials are those of a user.
-    pub async fn allows(&self, headers: &HeaderMap) -> bool {
+    /// Judges the request's `Authorization: Basic` credentials, sent from `client`.
+    pub async fn check(&self, headers: &HeaderMap, client: IpAddr) -> Verdict {
         let Some((user, password)) = basic_credentials(headers) else {
-            return false;
+            return Verdict::Refused;
         };
         let cache_key = self.cache_key(&user, &password);
-        if self.recently_verified(&cache_key) {
-            return true;
+        if remembered(&self.allowed, &cache_key) {
+            return Verdict::Allowed;
         }
+        if remembered(&self.refused, &cache_key) {
+            return Verdict::Refused;
+        }
+        let pending = match self.admit(client.to_canonical()) {
+            Ok(pending) => pending,
+            Err(verdict) => return verdict,
+        };
+        // One check per address queues for a slot at a time, so that a valid user from
+        // another address waits behind one check of each flooding address, not all of them.
+        let _turn = pending.turn.lock().await;
         let known = self.users.get(&user);
         let hash = known.unwrap_or(&self.decoy).clone();
-        let Ok(_slot) = self.bcrypt_slot.acquire().await else {
-            return false; // never closed
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return Verdict::Refused; // never closed
         };
         #[cfg(test)]
         self.bcrypt_runs
@@ -130,11 +219,36 @@ impl BasicAuth {
                 .await
                 .unwrap_or(false);
         // The decoy matches nothing; checking `known` too keeps it that way whatever it holds.
-        let allowed = matches && known.is_some();
-        if allowed {
-            self.remember(cache_key);
+        if matches && known.is_some() {
+            remember(&self.allowed, cache_key);
+            Verdict::Allowed
+        } else {
+            remember(&self.refused, cache_key);
+            Verdict::Refused
         }
-        allowed
+    }
+
+    /// Counts a check for `client`, or says why it cannot wait.
+    fn admit(&self, client: IpAddr) -> Result<Pending<'_>, Verdict> {
+        let mut by_client = lock(&self.pending_by_client);
+        let checks = by_client.entry(client).or_default();
+        if checks.count >= MAX_CHECKS_PER_CLIENT {
+            return Err(Verdict::ClientBusy);
+        }
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_CHECKS {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            if checks.count == 0 {
+                by_client.remove(&client);
+            }
+            return Err(Verdict::Overloaded);
+        }
+        checks.count += 1;
+        let turn = checks.turn.clone();
+        Ok(Pending {
+            auth: self,
+            client,
+            turn,
+        })
     }
 
     fn cache_key(&self, user: &str, password: &[u8]) -> [u8; 32] {
@@ -147,31 +261,24 @@ impl BasicAuth {
         key.copy_from_slice(context.sign().as_ref());
         key
     }
+}
 
-    fn recently_verified(&self, key: &[u8; 32]) -> bool {
-        let verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        verified
-            .get(key)
-            .is_some_and(|until| Instant::now() < *until)
-    }
+fn remembered(outcomes: &Mutex<HashMap<[u8; 32], Instant>>, key: &[u8; 32]) -> bool {
+    lock(outcomes)
+        .get(key)
+        .is_some_and(|until| Instant::now() < *until)
+}
 
-    fn remember(&self, key: [u8; 32]) {
-        let mut verified = self
-            .verified
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        if verified.len() >= MAX_VERIFIED {
-            verified.retain(|_, until| now < *until);
-            if verified.len() >= MAX_VERIFIED {
-                verified.clear();
-            }
+fn remember(outcomes: &Mutex<HashMap<[u8; 32], Instant>>, key: [u8; 32]) {
+    let mut outcomes = lock(outcomes);
+    let now = Instant::now();
+    if outcomes.len() >= MAX_REMEMBERED {
+        outcomes.retain(|_, until| now < *until);
+        if outcomes.len() >= MAX_REMEMBERED {
+            outcomes.clear();
         }
-        verified.insert(key, now + VERIFIED_FOR);
     }
+    outcomes.insert(key, now + REMEMBERED_FOR);
 }
 
 /// The user and password of an `Authorization: Basic` header (the scheme is
@@ -224,6 +331,14 @@ mod tests {
         .unwrap()
     }
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    impl BasicAuth {
+        async fn allows(&self, headers: &HeaderMap) -> bool {
+            self.check(headers, CLIENT).await == Verdict::Allowed
+        }
+    }
+
     fn basic(user: &str, password: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let encoded =
@@ -258,23 +373,26 @@ mod tests {
         }
     }
 
-    /// An unknown user costs a bcrypt run at the users' highest cost, like a known one.
+    /// An unknown user costs one bcrypt run at the fixed decoy cost, whatever the users'
+    /// costs: a cost-18 user does not make every mistyped name take seconds.
     #[tokio::test]
-    async fn unknown_users_are_checked_against_a_decoy_of_the_highest_cost() {
+    async fn unknown_users_are_checked_against_a_decoy_of_fixed_cost() {
         let mut hashes = BTreeMap::new();
         hashes.insert("cheap".to_string(), bcrypt::hash("a", 4).unwrap());
-        hashes.insert("dear".to_string(), bcrypt::hash("b", 6).unwrap());
+        // A syntactically valid cost-18 hash: never verified here, so it costs nothing.
+        hashes.insert("dear".to_string(), decoy_hash(18));
         let auth = BasicAuth::new(hashes).unwrap();
         let decoy = bcrypt::HashParts::from_str(&auth.decoy).unwrap();
-        assert_eq!(decoy.get_cost(), 6);
+        assert_eq!(decoy.get_cost(), DECOY_COST);
         assert!(!auth.allows(&basic("stranger", "")).await);
         assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 1);
     }
 
-    /// A scrape storm with the same credentials costs one bcrypt run; wrong passwords are
-    /// never remembered.
+    /// A scrape storm with the same credentials costs one bcrypt run, and so does a
+    /// repeated wrong password (as exporter-toolkit caches it); a new wrong password costs
+    /// one more.
     #[tokio::test]
-    async fn successful_checks_are_remembered_failures_are_not() {
+    async fn outcomes_are_remembered_both_ways() {
         let auth = users(&[("prometheus", "scrape-me")]);
         for _ in 0..100 {
             assert!(auth.allows(&basic("prometheus", "scrape-me")).await);
@@ -283,7 +401,51 @@ mod tests {
         for _ in 0..3 {
             assert!(!auth.allows(&basic("prometheus", "guess")).await);
         }
-        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 4);
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 2);
+        assert!(!auth.allows(&basic("prometheus", "another guess")).await);
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 3);
+        // Poisoning the cache with a user name that holds the hash does not work.
+        assert!(!auth.allows(&basic("prometheus$2y$04$", "scrape-me")).await);
+    }
+
+    /// A client with its share of checks pending gets `ClientBusy` at once, another client
+    /// is still checked; past the total, everyone gets `Overloaded` at once.
+    #[tokio::test]
+    async fn pending_checks_are_capped_per_client_and_in_all() {
+        let auth = users(&[("prometheus", "scrape-me")]);
+        let flooder: IpAddr = "192.0.2.1".parse().unwrap();
+        let held: Vec<_> = (0..MAX_CHECKS_PER_CLIENT)
+            .map(|_| auth.admit(flooder).unwrap())
+            .collect();
+        assert_eq!(
+            auth.check(&basic("prometheus", "guess"), flooder).await,
+            Verdict::ClientBusy
+        );
+        assert_eq!(
+            auth.check(&basic("prometheus", "scrape-me"), CLIENT).await,
+            Verdict::Allowed
+        );
+        drop(held);
+        let many: Vec<_> = (0..MAX_PENDING_CHECKS)
+            .map(|index| {
+                auth.admit(IpAddr::V4(std::net::Ipv4Addr::from(
+                    0x0a00_0000 + index as u32,
+                )))
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            auth.check(&basic("prometheus", "other"), CLIENT).await,
+            Verdict::Overloaded
+        );
+        // A remembered credential never waits for a slot.
+        assert_eq!(
+            auth.check(&basic("prometheus", "scrape-me"), CLIENT).await,
+            Verdict::Allowed
+        );
+        drop(many);
+        assert!(lock(&auth.pending_by_client).is_empty());
+        assert_eq!(auth.pending.load(Ordering::Relaxed), 0);
     }
 
     /// Hashes that are not bcrypt, costs out of range and user names with ':' are refused,

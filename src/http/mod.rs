@@ -7,16 +7,18 @@
 //! - `api`: the task API, with [`registration`] (parsing bodies: pure, for the fuzzer) and
 //!   [`task_json`] (the shape of a task answer);
 //! - [`auth`]: who may write;
-//! - [`web_config`]: the `--web.config.file` (exporter-toolkit format), with [`tls`] and
-//!   [`basic_auth`];
+//! - [`web_config`]: the `--web.config.file` (exporter-toolkit format), with [`tls`] (and
+//!   `certificate`, what it reads of client certificates), [`basic_auth`] and `rate_limit`;
 //! - `landing`: the HTML page at `/`;
 //! - `reply`: building answers and reading bodies within their limits.
 
 mod api;
 pub mod auth;
 pub mod basic_auth;
+mod certificate;
 mod landing;
 mod problems;
+mod rate_limit;
 pub mod registration;
 mod reply;
 mod routes;

@@ -11,9 +11,10 @@
 //! GET routes answer HEAD too (hyper leaves out the body). Unknown API paths get a JSON 404,
 //! other unknown paths a plain one; a known path with the wrong method gets 405 and `Allow`.
 //!
-//! Checks that guard every endpoint alike (the basic auth of `--web.config.file`) belong in
-//! [`handle`], before [`route`]; the bearer token of the task API's writes is checked by the
-//! write handlers themselves through [`super::auth::guard_write`].
+//! Checks that guard every endpoint alike (the rate limit and basic auth of
+//! `--web.config.file`) belong in [`handle`], before [`route`]; the bearer token of the task
+//! API's writes is checked by the write handlers themselves through
+//! [`super::auth::guard_write`].
 //!
 //! Basic auth and the bearer token both travel in the one `Authorization` header a request
 //! has. So when both are configured, a write that carries a bearer token skips basic auth
@@ -24,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{EXPECT, HeaderValue, WWW_AUTHENTICATE};
+use hyper::header::{EXPECT, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, StatusCode};
 
@@ -47,7 +48,9 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
     let (parts, mut body) = request.into_parts();
     let web_config = site.web_config.as_ref().map(|watch| watch.current());
     let refusal = match &web_config {
-        Some(web_config) => basic_auth_refusal(&parts, web_config, site.exporter.as_ref()).await,
+        Some(web_config) => {
+            web_config_refusal(&parts, web_config, site.exporter.as_ref(), peer.ip()).await
+        }
         None => None,
     };
     let mut answer = match refusal {
@@ -71,18 +74,43 @@ pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: Socket
     answer
 }
 
-/// `Some(401)` when the web config sets basic auth and the request does not pass it.
-async fn basic_auth_refusal(
+/// `Some(answer)` when the web config refuses the request: 429 past its `rate_limit`, 401
+/// when it sets basic auth and the request does not pass it, 429 or 503 when too many
+/// password checks are pending (see [`basic_auth`]).
+async fn web_config_refusal(
     parts: &Parts,
     web_config: &WebConfig,
     exporter: &dyn ExporterPort,
+    peer: IpAddr,
 ) -> Option<Answer> {
-    let users = web_config.basic_auth()?;
     let path = parts.uri.path();
-    // Liveness probes (kubelet, systemd, load balancers) carry no credentials.
+    // Liveness probes (kubelet, systemd, load balancers) carry no credentials, and a probe
+    // refused for a busy moment would get the exporter restarted.
     if path == "/-/healthy" {
         return None;
     }
+    let is_api = path == "/api" || path.starts_with("/api/");
+    let refuse = |status: StatusCode, message: &str, retry_after_s: u64| {
+        let mut answer = if is_api {
+            reply::error(status, message)
+        } else {
+            reply::text(status, format!("{message}\n"))
+        };
+        answer
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after_s));
+        Some(answer)
+    };
+    if let Some(limit) = web_config.rate_limit()
+        && !limit.allow()
+    {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests: past the rate_limit of the exporter's web config file",
+            limit.interval().as_secs().max(1),
+        );
+    }
+    let users = web_config.basic_auth()?;
     let is_write = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if is_write
         && exporter.config().web.api_token.is_some()
@@ -90,11 +118,26 @@ async fn basic_auth_refusal(
     {
         return None;
     }
-    if users.allows(&parts.headers).await {
-        return None;
+    match users.check(&parts.headers, peer).await {
+        basic_auth::Verdict::Allowed => return None,
+        basic_auth::Verdict::Refused => {}
+        basic_auth::Verdict::ClientBusy => {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests: this address has too many password checks pending; try again shortly",
+                1,
+            );
+        }
+        basic_auth::Verdict::Overloaded => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many password checks are pending; try again shortly",
+                1,
+            );
+        }
     }
     let message = "this exporter requires basic auth: send the user name and password of a user of its web config file's basic_auth_users";
-    let mut answer = if path == "/api" || path.starts_with("/api/") {
+    let mut answer = if is_api {
         reply::error(StatusCode::UNAUTHORIZED, message)
     } else {
         reply::text(StatusCode::UNAUTHORIZED, format!("{message}\n"))

@@ -7,26 +7,44 @@
 //! - `min_version`/`max_version` `TLS10` and `TLS11` (rustls speaks TLS 1.2 and 1.3 only);
 //! - `client_auth_type` `RequestClientCert` and `RequireAnyClientCert` (a client certificate
 //!   that is not verified proves nothing);
-//! - `client_allowed_sans`;
 //! - cipher suites and curves rustls does not implement (CBC and RSA key exchange suites,
 //!   `CurveP521`).
 //!
 //! TLS 1.3 suites cannot be chosen (as in Go): naming one in `cipher_suites` is accepted and
 //! changes nothing.
+//!
+//! Client certificates are verified as Go verifies them for exporter-toolkit:
+//! - against `client_ca_file` (or `client_ca`) when given, else against the system's roots
+//!   (a warning says so for `RequireAndVerifyClientCert`: any publicly trusted certificate
+//!   is then admitted);
+//! - a certificate listed in `client_ca_file` itself is admitted while it is valid, even a
+//!   self-signed CA certificate (what `openssl req -x509` makes): such a file pins its
+//!   clients, and webpki alone would refuse them as "CA used as end entity";
+//! - with `client_allowed_sans`, only certificates with one of those subject alternative
+//!   names (DNS, e-mail, IP or URI) are admitted;
+//! - a configuration that can admit no client certificate at all (every client CA expired,
+//!   or no system roots) is refused when certificates are required, and warned about when
+//!   they are optional.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tokio_rustls::rustls::crypto::{CryptoProvider, SupportedKxGroup, aws_lc_rs};
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
+use tokio_rustls::rustls::crypto::{
+    CryptoProvider, SupportedKxGroup, WebPkiSupportedAlgorithms, aws_lc_rs,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::version::{TLS12, TLS13};
 use tokio_rustls::rustls::{
-    self, RootCertStore, ServerConfig, SupportedCipherSuite, SupportedProtocolVersion,
+    self, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedCipherSuite, SupportedProtocolVersion,
 };
 
+use super::certificate;
 use super::problems::Problems;
 use crate::secret::Secret;
 
@@ -48,6 +66,7 @@ pub(super) struct TlsSection {
     min_version: Option<String>,
     max_version: Option<String>,
     prefer_server_cipher_suites: Option<bool>,
+    /// Admit only client certificates with one of these subject alternative names.
     client_allowed_sans: Option<Vec<String>>,
 }
 
@@ -74,6 +93,8 @@ pub struct TlsSummary {
     pub min_version: TlsVersion,
     pub max_version: TlsVersion,
     pub client_auth: ClientAuth,
+    /// Whether `client_allowed_sans` narrows the client certificates admitted.
+    pub client_sans_restricted: bool,
 }
 
 impl std::fmt::Display for TlsSummary {
@@ -96,13 +117,46 @@ impl std::fmt::Display for TlsSummary {
             ClientAuth::None => ", no client certificates",
             ClientAuth::VerifiedIfGiven => ", client certificates verified when shown",
             ClientAuth::Required => ", client certificates required",
-        })
+        })?;
+        if self.client_sans_restricted {
+            f.write_str(" (allowed SANs only)")?;
+        }
+        Ok(())
     }
 }
 
 const KEY: &str = "tls_server_config";
 
 impl TlsSection {
+    /// Treats settings given as empty strings as not given, as exporter-toolkit does
+    /// (`cert_file: ""` is a missing certificate, not the web config's directory).
+    pub(super) fn forget_empty_values(&mut self) {
+        for path in [
+            &mut self.cert_file,
+            &mut self.key_file,
+            &mut self.client_ca_file,
+        ] {
+            if path
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                *path = None;
+            }
+        }
+        for text in [
+            &mut self.cert,
+            &mut self.client_ca,
+            &mut self.client_auth_type,
+        ] {
+            if text.as_ref().is_some_and(|text| text.is_empty()) {
+                *text = None;
+            }
+        }
+        if self.key.as_ref().is_some_and(|key| key.expose().is_empty()) {
+            self.key = None;
+        }
+    }
+
     /// Whether the section asks for TLS at all (as exporter-toolkit decides it: any of the
     /// certificate, key, client CA or client auth settings).
     pub(super) fn is_enabled(&self) -> bool {
@@ -140,18 +194,16 @@ impl TlsSection {
             .collect()
     }
 
-    /// The rustls configuration, or `None` with the problems recorded.
+    /// The rustls configuration, or `None` with the problems recorded. `http2` is
+    /// `http_server_config.http2` (on unless set to false); `warnings` collects what is
+    /// allowed but worth the operator's attention.
     pub(super) fn server_config(
         &self,
+        http2: bool,
         problems: &mut Problems,
+        warnings: &mut Vec<String>,
     ) -> Option<(Arc<ServerConfig>, TlsSummary)> {
         let before = problems.len();
-        if self.client_allowed_sans.is_some() {
-            problems.add(
-                format!("{KEY}.client_allowed_sans"),
-                "is not supported by this exporter; restrict clients with client_ca_file (a CA that signs only the allowed clients) and client_auth_type: RequireAndVerifyClientCert",
-            );
-        }
         let min_version = self.version("min_version", &self.min_version, problems);
         let max_version = self.version("max_version", &self.max_version, problems);
         let min_version = min_version.unwrap_or(TlsVersion::Tls12);
@@ -163,10 +215,10 @@ impl TlsSection {
             );
         }
         let client_auth = self.client_auth(problems);
-        let provider = self.provider(min_version, problems);
+        let provider = self.provider(min_version, http2, problems);
         let chain = self.certificate_chain(problems);
         let key = self.private_key(problems);
-        let client_roots = self.client_roots(client_auth, problems);
+        let client_trust = self.client_trust(client_auth, problems, warnings);
         if problems.len() > before {
             return None;
         }
@@ -187,27 +239,40 @@ impl TlsSection {
                 return None;
             }
         };
-        // `client_roots` is `Some` exactly when client certificates are asked for.
-        let builder = match client_roots {
+        // `client_trust` is `Some` exactly when client certificates are asked for.
+        let builder = match client_trust {
             None => builder.with_no_client_auth(),
-            Some(roots) => {
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-                let verifier = if client_auth == ClientAuth::VerifiedIfGiven {
-                    verifier.allow_unauthenticated()
+            Some(trust) => {
+                let webpki = if trust.roots.is_empty() {
+                    None
                 } else {
-                    verifier
-                };
-                match verifier.build() {
-                    Ok(verifier) => builder.with_client_cert_verifier(verifier),
-                    Err(err) => {
-                        problems.add(
-                            self.client_ca_key(),
-                            format!("cannot verify clients with these CAs: {err}"),
-                        );
-                        return None;
+                    let verifier = WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(trust.roots),
+                        provider.clone(),
+                    );
+                    let verifier = if client_auth == ClientAuth::VerifiedIfGiven {
+                        verifier.allow_unauthenticated()
+                    } else {
+                        verifier
+                    };
+                    match verifier.build() {
+                        Ok(verifier) => Some(verifier),
+                        Err(err) => {
+                            problems.add(
+                                self.client_ca_key(),
+                                format!("cannot verify clients with these CAs: {err}"),
+                            );
+                            return None;
+                        }
                     }
-                }
+                };
+                builder.with_client_cert_verifier(Arc::new(ClientVerifier {
+                    webpki,
+                    pinned: trust.pinned,
+                    allowed_sans: self.client_allowed_sans.clone(),
+                    mandatory: client_auth == ClientAuth::Required,
+                    algorithms: provider.signature_verification_algorithms,
+                }))
             }
         };
         let mut config = match builder.with_single_cert(chain, key) {
@@ -240,6 +305,8 @@ impl TlsSection {
                 min_version,
                 max_version,
                 client_auth,
+                client_sans_restricted: self.client_allowed_sans.is_some()
+                    && client_auth != ClientAuth::None,
             },
         ))
     }
@@ -302,10 +369,11 @@ impl TlsSection {
                 key,
                 "client CAs are configured but client_auth_type does not ask for client certificates; set client_auth_type: RequireAndVerifyClientCert",
             );
-        } else if client_auth != ClientAuth::None && !has_ca {
+        }
+        if client_auth == ClientAuth::None && self.client_allowed_sans.is_some() {
             problems.add(
-                format!("{KEY}.client_ca_file"),
-                "is required to verify client certificates",
+                format!("{KEY}.client_allowed_sans"),
+                "has no effect while client_auth_type does not ask for client certificates; set client_auth_type: RequireAndVerifyClientCert",
             );
         }
         client_auth
@@ -315,6 +383,7 @@ impl TlsSection {
     fn provider(
         &self,
         min_version: TlsVersion,
+        http2: bool,
         problems: &mut Problems,
     ) -> Option<Arc<CryptoProvider>> {
         let mut provider = aws_lc_rs::default_provider();
@@ -341,7 +410,12 @@ impl TlsSection {
                     None => problems.add(
                         format!("{KEY}.cipher_suites[{index}]"),
                         format!(
-                            "{name} is not offered by this exporter; TLS 1.2 suites on offer: {}",
+                            "{name} is not offered by this exporter{}; TLS 1.2 suites on offer: {}",
+                            if name.contains("_CBC_") {
+                                ": rustls implements no CBC suite (the CBC suites are the ones padding-oracle attacks such as Lucky13 target)"
+                            } else {
+                                ""
+                            },
                             offered_tls12_suites(&provider)
                         ),
                     ),
@@ -351,6 +425,25 @@ impl TlsSection {
                 problems.add(
                     format!("{KEY}.cipher_suites"),
                     "names no TLS 1.2 suite, so TLS 1.2 clients could not connect; add one or set min_version: TLS13",
+                );
+            }
+            // Go's HTTP/2 server refuses a TLS 1.2 suite list without the suite HTTP/2
+            // requires, so exporter-toolkit refuses such a file while http2 is on (the
+            // default). This server speaks HTTP/1.1 only, but the file must stay valid for
+            // the other exporters it is shared with.
+            let http2_suites = [
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            ];
+            if http2
+                && min_version == TlsVersion::Tls12
+                && !names
+                    .iter()
+                    .any(|name| http2_suites.contains(&name.as_str()))
+            {
+                problems.add(
+                    format!("{KEY}.cipher_suites"),
+                    "is missing an HTTP/2-required suite (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 or TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256), which exporter-toolkit requires while http_server_config.http2 is on (the default); add one, or set http_server_config.http2: false",
                 );
             }
             provider.cipher_suites = chosen;
@@ -370,7 +463,12 @@ impl TlsSection {
                     None => problems.add(
                         format!("{KEY}.curve_preferences[{index}]"),
                         format!(
-                            "{name} is not offered by this exporter; use X25519, CurveP256, CurveP384 or X25519MLKEM768"
+                            "{name} is not offered by this exporter{}; use X25519, CurveP256, CurveP384 or X25519MLKEM768",
+                            if name == "CurveP521" {
+                                ": rustls implements no P-521 key exchange"
+                            } else {
+                                ""
+                            }
                         ),
                     ),
                 }
@@ -425,16 +523,30 @@ impl TlsSection {
         }
     }
 
-    fn client_roots(
+    /// What client certificates are verified against, when they are asked for: the client
+    /// CAs of the file (each also pinned: see the module documentation), else the system's
+    /// roots. Refuses what could admit no client certificate when one is required.
+    fn client_trust(
         &self,
         client_auth: ClientAuth,
         problems: &mut Problems,
-    ) -> Option<RootCertStore> {
-        // Without client CAs, `client_auth` has reported the problem already.
-        if client_auth == ClientAuth::None
-            || (self.client_ca_file.is_none() && self.client_ca.is_none())
-        {
+        warnings: &mut Vec<String>,
+    ) -> Option<ClientTrust> {
+        if client_auth == ClientAuth::None {
+            // Refused already for lacking a client auth type; an unreadable file is named
+            // too, so that one round of fixes is enough.
+            if let Some(path) = &self.client_ca_file
+                && let Err(err) = std::fs::read(path)
+            {
+                problems.add(
+                    format!("{KEY}.client_ca_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                );
+            }
             return None;
+        }
+        if self.client_ca_file.is_none() && self.client_ca.is_none() {
+            return Some(self.system_trust(client_auth, problems, warnings));
         }
         let key = self.client_ca_key();
         let (pem, source) = self.pem_source(
@@ -443,25 +555,83 @@ impl TlsSection {
             self.client_ca.as_deref().map(str::as_bytes),
             problems,
         )?;
-        let mut roots = RootCertStore::empty();
+        let mut trust = ClientTrust {
+            roots: RootCertStore::empty(),
+            pinned: Vec::new(),
+        };
         for certificate in CertificateDer::pem_slice_iter(&pem) {
-            match certificate.map(|certificate| roots.add(certificate)) {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    problems.add(&key, format!("{source} holds an unusable CA: {err}"));
-                    return None;
-                }
+            let certificate = match certificate {
+                Ok(certificate) => certificate,
                 Err(err) => {
                     problems.add(&key, format!("{source} is not valid PEM: {err}"));
                     return None;
                 }
+            };
+            if let Err(err) = trust.roots.add(certificate.clone()) {
+                problems.add(&key, format!("{source} holds an unusable CA: {err}"));
+                return None;
             }
+            trust.pinned.push(certificate);
         }
-        if roots.is_empty() {
+        if trust.pinned.is_empty() {
             problems.add(key, format!("{source} holds no PEM certificate"));
             return None;
         }
-        Some(roots)
+        let now = unix_now();
+        let expired = trust
+            .pinned
+            .iter()
+            .filter(|certificate| !certificate::valid_at(certificate, now))
+            .count();
+        if expired == trust.pinned.len() {
+            let admits = "so no client certificate can be verified";
+            if client_auth == ClientAuth::Required {
+                problems.add(
+                    key,
+                    format!("every certificate in {source} has expired or is not yet valid, {admits}: no client could connect"),
+                );
+                return None;
+            }
+            warnings.push(format!(
+                "{key}: every certificate in {source} has expired or is not yet valid, {admits}: clients that show one are refused"
+            ));
+        } else if expired > 0 {
+            warnings.push(format!(
+                "{key}: {expired} of the {} certificates in {source} have expired or are not yet valid",
+                trust.pinned.len()
+            ));
+        }
+        Some(trust)
+    }
+
+    /// The system's roots, as Go uses them when `client_ca_file` is not given.
+    fn system_trust(
+        &self,
+        client_auth: ClientAuth,
+        problems: &mut Problems,
+        warnings: &mut Vec<String>,
+    ) -> ClientTrust {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        let key = format!("{KEY}.client_ca_file");
+        match (added, client_auth) {
+            (0, ClientAuth::Required) => problems.add(
+                key,
+                "is not given and this system has no CA certificates to verify clients with, so no client could connect; give the CA that signs your clients' certificates",
+            ),
+            (0, _) => warnings.push(format!(
+                "{key} is not given and this system has no CA certificates, so clients that show a certificate are refused; give the CA that signs your clients' certificates"
+            )),
+            (_, ClientAuth::Required) => warnings.push(format!(
+                "{key} is not given, so client certificates are verified against this system's {added} public CAs: any client with a publicly trusted certificate is admitted; give the CA that signs your clients' certificates"
+            )),
+            _ => {}
+        }
+        ClientTrust {
+            roots,
+            pinned: Vec::new(),
+        }
     }
 
     /// The PEM of a file setting (`{name}_file`) or its inline twin (`{name}`): exactly one
@@ -495,7 +665,9 @@ impl TlsSection {
             (None, None) => {
                 problems.add(
                     format!("{KEY}.{name}_file"),
-                    "is required when TLS is configured",
+                    format!(
+                        "missing one of {name} or {name}_file: TLS is configured, so give the path of the PEM file as {name}_file or its PEM text as {name}"
+                    ),
                 );
                 None
             }
@@ -513,6 +685,95 @@ impl TlsSection {
 
     fn client_ca_key(&self) -> String {
         inline_or_file_key(self.client_ca.is_some(), "client_ca")
+    }
+}
+
+/// The certificates client certificates are verified against.
+struct ClientTrust {
+    roots: RootCertStore,
+    /// Certificates admitted as they are, while valid (the file's own certificates).
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// Verifies client certificates the way exporter-toolkit's Go server does (see the module
+/// documentation): webpki first, then the pinned certificates, then the allowed SANs.
+#[derive(Debug)]
+struct ClientVerifier {
+    /// `None` when there is no root to verify against: only pinned certificates pass.
+    webpki: Option<Arc<dyn ClientCertVerifier>>,
+    pinned: Vec<CertificateDer<'static>>,
+    allowed_sans: Option<Vec<String>>,
+    mandatory: bool,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki
+            .as_ref()
+            .map_or(&[], |webpki| webpki.root_hint_subjects())
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = match &self.webpki {
+            Some(webpki) => webpki.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        };
+        if let Err(err) = verified {
+            let pinned = self.pinned.iter().any(|pinned| pinned == end_entity)
+                && certificate::valid_at(end_entity, now.as_secs() as i64);
+            if !pinned {
+                return Err(err);
+            }
+        }
+        if let Some(allowed) = &self.allowed_sans {
+            let names = certificate::subject_alt_names(end_entity);
+            if !names.iter().any(|name| allowed.contains(name)) {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName,
+                ));
+            }
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
     }
 }
 
