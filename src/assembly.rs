@@ -25,7 +25,7 @@ use crate::poller::{self, AppDirectory};
 use crate::proxy::{ProxySetup, TrackingProxy};
 use crate::telemetry::Telemetry;
 use crate::tracker::budget::MonthlyCallGate;
-use crate::tracker::sqlite::SqliteStore;
+use crate::tracker::sqlite::{SqliteStore, StoreLock};
 use crate::tracker::{NewTask, TaskKey, TaskSource, TaskStore, Tracker};
 
 /// Re-reads the configuration (the config file and the flags it was started with) and
@@ -131,9 +131,17 @@ impl Exporter {
     /// Re-reads and validates the configuration; swaps it in only when it is valid and
     /// every app's client could be built. Apps whose settings did not change keep their
     /// client (and its cached token). The outcome is logged here, once.
-    pub async fn reload(&self) -> Result<(), String> {
+    ///
+    /// Refused as well: a config file that sets nothing (being rewritten, or cut short), and
+    /// one that leaves no app while tasks are tracked (polling would stop for all of them).
+    /// Settings read only at start keep their value; their flags are returned (and logged)
+    /// so the caller learns that a restart is needed.
+    pub async fn reload(&self) -> Result<Vec<&'static str>, String> {
         let previous = read(&self.apps);
-        let built = (self.source)().and_then(|config| {
+        let in_force = self.config();
+        let built = self.refuse_empty_config_file(&in_force).and_then(|()| {
+            let config = (self.source)()?;
+            self.refuse_losing_every_app(&in_force, &config)?;
             let apps = build_clients(&config, Some(&previous), &self.client_factory)?;
             Ok((config, apps))
         });
@@ -150,6 +158,8 @@ impl Exporter {
         for gone in previous.keys().filter(|name| !apps.contains_key(*name)) {
             self.telemetry.forget_app(gone);
         }
+        let needs_restart = in_force.restart_only_changes(&config);
+        let config = in_force.keeping_restart_only_settings(config);
         self.budget.set_budget(config.dingtalk.monthly_call_budget);
         self.tracker.set_tasks_max(config.poll.tasks_max);
         let config = Arc::new(config);
@@ -157,10 +167,45 @@ impl Exporter {
         write(&self.apps, Arc::new(apps));
         self.telemetry
             .record_config_load(true, ms_to_seconds(now_ms()));
-        tracing::info!("configuration reloaded");
+        if needs_restart.is_empty() {
+            tracing::info!("configuration reloaded");
+        } else {
+            tracing::warn!(
+                restart_to_apply = %needs_restart.join(","),
+                "configuration reloaded, except settings read only at start: restart to apply"
+            );
+        }
         // Static tasks added to the file are tracked now; removing one from the file does
         // not drop a task that was acknowledged.
-        register_static_tasks(&self.tracker, &config).await
+        register_static_tasks(&self.tracker, &config).await?;
+        Ok(needs_restart)
+    }
+
+    /// `Err` when the config file in force now sets nothing at all.
+    fn refuse_empty_config_file(&self, in_force: &Config) -> Result<(), String> {
+        let Some(path) = &in_force.config_file else {
+            return Ok(());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) if crate::config::sets_nothing(&text) => Err(format!(
+                "the config file {} is empty (or holds only comments): refused, as a file being rewritten or cut short would be; to run without its apps, write them out of it and keep the file's other settings, or restart",
+                path.display()
+            )),
+            // Other problems are found and worded when the file is read for the reload.
+            _ => Ok(()),
+        }
+    }
+
+    /// `Err` when `next` has no app although the configuration in force has some and tasks
+    /// are tracked: none of them would be polled again.
+    fn refuse_losing_every_app(&self, in_force: &Config, next: &Config) -> Result<(), String> {
+        let tracked = self.tracker.len();
+        if next.apps.is_empty() && !in_force.apps.is_empty() && tracked > 0 {
+            return Err(format!(
+                "the new configuration has no app, and {tracked} tracked task(s) would no longer be polled: refused; keep at least one app (the config file's apps, or the --dingtalk.* flags)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -193,7 +238,7 @@ impl ExporterPort for Exporter {
         self.ready.load(Ordering::Relaxed)
     }
 
-    async fn reload(&self) -> Result<(), String> {
+    async fn reload(&self) -> Result<Vec<&'static str>, String> {
         Exporter::reload(self).await
     }
 }
@@ -255,11 +300,49 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
+    /// Held until the exporter has stopped and saved its last results.
+    store_lock: StoreLock,
+}
+
+/// Warns about every app whose DingTalk URL is plain `http://` to a host other than this
+/// one: its app secret (in `gettoken`'s query) and access tokens would cross the network in
+/// clear text. Loopback is fine: a local simulator or a TLS-terminating sidecar.
+fn warn_about_plain_http(config: &Config) {
+    for app in &config.apps {
+        if let Some(host) = plain_http_remote_host(&app.api_url) {
+            tracing::warn!(
+                app = %app.name,
+                api_url = %app.api_url,
+                "the DingTalk API URL is plain http:// to {host}: the app secret and access tokens travel in clear text; use https://"
+            );
+        }
+    }
+}
+
+/// The host of a plain `http://` URL, unless it is this machine (loopback).
+fn plain_http_remote_host(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let remote = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.to_canonical().is_loopback(),
+        Err(_) => {
+            let name = bare.trim_end_matches('.').to_ascii_lowercase();
+            name != "localhost" && !name.ends_with(".localhost")
+        }
+    };
+    remote.then(|| host.to_string())
 }
 
 /// Opens the store, starts the poller and the HTTP server, and reloads on SIGHUP.
 pub async fn start(config: Config, source: ConfigSource) -> Result<Running, String> {
     let telemetry = Arc::new(Telemetry::new());
+    warn_about_plain_http(&config);
+    // Before the store is opened: a second exporter must not even migrate it.
+    let store_lock = StoreLock::acquire(&config.storage_path).map_err(|err| err.to_string())?;
     let store: Arc<dyn TaskStore> =
         Arc::new(SqliteStore::open(&config.storage_path).map_err(|err| err.to_string())?);
     let budget = Arc::new(
@@ -390,6 +473,7 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
         shutdown,
         server,
         poller,
+        store_lock,
     })
 }
 
@@ -412,6 +496,8 @@ impl Running {
         if let Err(err) = self.poller.await {
             tracing::warn!(error = %err, "poller task failed");
         }
+        // The last results are saved: another exporter may take the store now.
+        drop(self.store_lock);
     }
 }
 
@@ -526,6 +612,28 @@ mod tests {
 
     /// Reloading an unchanged app keeps its client (and so its cached token); changing the
     /// app's settings builds a new one; a broken config changes nothing and says so.
+    /// Plain http:// to another host is flagged; https and loopback hosts are not.
+    #[test]
+    fn plain_http_is_flagged_unless_loopback() {
+        assert_eq!(
+            plain_http_remote_host("http://oapi.dingtalk.com").as_deref(),
+            Some("oapi.dingtalk.com")
+        );
+        assert_eq!(
+            plain_http_remote_host("http://10.0.0.5:8080/prefix").as_deref(),
+            Some("10.0.0.5")
+        );
+        for quiet in [
+            "https://oapi.dingtalk.com",
+            "http://127.0.0.1:9",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "HTTPS://example.com",
+        ] {
+            assert_eq!(plain_http_remote_host(quiet), None, "{quiet}");
+        }
+    }
+
     #[tokio::test]
     async fn reload_keeps_clients_of_unchanged_apps() {
         let dir = tempfile::tempdir().unwrap();

@@ -68,7 +68,16 @@ use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 pub use report::{CheckReport, check};
-pub use rules::check_task_name;
+pub use rules::{check_task_name, check_visible, invisible_char};
+
+/// Whether the text of a config file sets nothing at all: empty, blank or comments only.
+/// Such a file is most often one being rewritten, or cut short; a reload refuses it.
+pub fn sets_nothing(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#') || line == "---" || line == "..."
+    })
+}
 
 use flags::{DemoFlags, ExporterFlags};
 use resolve::{AppSource, CommandFlags, Defaults, resolve};
@@ -204,7 +213,44 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// The settings read only when the exporter starts, by the flag that sets them: a reload
+/// that changes one keeps the value in force and says a restart is needed.
+pub const RESTART_ONLY_SETTINGS: [&str; 5] = [
+    "--web.listen-address",
+    "--web.config.file",
+    "--storage.path",
+    "--log.level",
+    "--log.format",
+];
+
 impl Config {
+    /// The settings of [`RESTART_ONLY_SETTINGS`] whose value in `next` differs from the one
+    /// in force (`self`), by flag name.
+    pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+        let changed = [
+            self.web.listen_address != next.web.listen_address,
+            self.web.config_file != next.web.config_file,
+            self.storage_path != next.storage_path,
+            self.log.level != next.log.level,
+            self.log.format != next.log.format,
+        ];
+        RESTART_ONLY_SETTINGS
+            .into_iter()
+            .zip(changed)
+            .filter_map(|(flag, changed)| changed.then_some(flag))
+            .collect()
+    }
+
+    /// `next` with the restart-only settings of the configuration in force, so that the
+    /// configuration in force always describes what the process does.
+    pub fn keeping_restart_only_settings(&self, mut next: Config) -> Config {
+        next.web.listen_address = self.web.listen_address.clone();
+        next.web.config_file = self.web.config_file.clone();
+        next.storage_path = self.storage_path.clone();
+        next.log = self.log;
+        next
+    }
+
     /// The app whose credentials serve tasks of `agent_id`: the config-file app with that
     /// agent, else the `default` app.
     pub fn app_for_agent(&self, agent_id: i64) -> Option<&AppConfig> {

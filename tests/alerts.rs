@@ -1,9 +1,13 @@
-//! Checks of the Prometheus alert and recording rules: `promtool check rules` and
-//! `promtool test rules` on the shipped files, the naming and annotation conventions, a
-//! unit test for every alert, a runbook section for every alert, and only exported metrics.
+//! Checks of the mixin's generated files and of the alert and recording rules: the committed
+//! files are what `mixin/` generates, `promtool check rules` and `promtool test rules` on the
+//! shipped files, the naming and annotation conventions, a unit test for every alert, a
+//! runbook section for every alert, only exported metrics, and the Grafana-managed form of
+//! the alerts against a schema of Grafana's provisioning format and against the Prometheus
+//! rules.
 //!
-//! `promtool` is looked up in PATH; without it the promtool tests are skipped with a note,
-//! unless DINGTALK_EXPORTER_REQUIRE_PROMETHEUS=1 (set by CI), which makes them fail.
+//! `promtool` and `jsonnet` are looked up in PATH; without them their tests are skipped with
+//! a note, unless DINGTALK_EXPORTER_REQUIRE_PROMETHEUS=1 or DINGTALK_EXPORTER_REQUIRE_JSONNET=1
+//! (both set by CI) make them fail.
 
 mod dashboard_support;
 mod prometheus_tools;
@@ -13,8 +17,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use dashboard_support::{
-    SYNTHETIC_SERIES, family_of, parse_promql, read_golden_families, readme_anchors,
-    rule_tests_dir, rules_path, selector_metric_name, vector_selectors,
+    SYNTHETIC_SERIES, family_of, generate_mixin, grafana_alert_schema_path, grafana_alerts_path,
+    jsonnet_binary, parse_promql, read_golden_families, readme_anchors, repo_path, rule_tests_dir,
+    rules_path, selector_metric_name, vector_selectors,
 };
 use prometheus_tools::prometheus_binary;
 use serde_json::Value;
@@ -133,7 +138,7 @@ fn every_alert_is_unit_tested_firing_and_silent() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Alerts are DingTalk-prefixed CamelCase with a severity, summary, description and runbook_url.
+/// Alerts are DingTalk-prefixed CamelCase with a severity, static summary, description and runbook_url.
 #[test]
 fn alerts_follow_naming_and_annotation_conventions() {
     let mut problems = Vec::new();
@@ -163,6 +168,14 @@ fn alerts_follow_naming_and_annotation_conventions() {
             {
                 problems.push(format!("{name}: no {annotation} annotation"));
             }
+        }
+        // The mixin style guide: a static summary (it titles grouped notifications), the
+        // details with templates in the description.
+        if alert["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|summary| summary.contains("{{"))
+        {
+            problems.push(format!("{name}: the summary is templated"));
         }
         let expected_url = format!("{RUNBOOK_BASE}{}", name.to_lowercase());
         if alert["annotations"]["runbook_url"] != expected_url.as_str() {
@@ -231,6 +244,219 @@ fn every_metric_a_rule_reads_is_exported_or_recorded() {
         }
         if !reads.contains_key(record) {
             problems.push(format!("{record}: recorded but never used"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The files the mixin generates, as committed.
+const GENERATED_FILES: &[&str] = &[
+    "alerts/dingtalk-exporter.rules.yml",
+    "alerts/grafana/dingtalk-exporter.yaml",
+    "dashboards/dingtalk-exporter.json",
+];
+
+/// The Grafana provisioning variable that holds the uid of the user's Prometheus data source.
+const DATASOURCE_UID_VARIABLE: &str = "${DINGTALK_EXPORTER_PROMETHEUS_UID}";
+
+/// Every Grafana-managed rule of the provisioning file.
+fn grafana_rules() -> Vec<Value> {
+    let file = read_yaml(&grafana_alerts_path());
+    file["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The committed dashboard and rule files are byte for byte what `make mixin` generates.
+#[test]
+fn committed_files_are_what_the_mixin_generates() {
+    let Some(jsonnet) = jsonnet_binary() else {
+        return;
+    };
+    let generated = generate_mixin(&jsonnet, "{}");
+    let paths: Vec<&str> = generated.keys().map(String::as_str).collect();
+    assert_eq!(paths, GENERATED_FILES, "the mixin generates other files");
+    let stale: Vec<&str> = generated
+        .iter()
+        .filter(|(path, text)| {
+            std::fs::read_to_string(repo_path(path)).ok().as_ref() != Some(*text)
+        })
+        .map(|(path, _)| path.as_str())
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{stale:?} differ from what mixin/ generates: change the jsonnet, not the output, \
+         and run `make mixin`"
+    );
+}
+
+/// One line of `_config` (the stall threshold) changes the alert, its Grafana twin and the panel.
+#[test]
+fn the_stall_threshold_is_set_in_one_line_of_config() {
+    let Some(jsonnet) = jsonnet_binary() else {
+        return;
+    };
+    let generated = generate_mixin(&jsonnet, "{ deliveryStalledAfterSeconds: 45 * 60 }");
+    let rules: Value =
+        serde_yaml_ng::from_str(&generated["alerts/dingtalk-exporter.rules.yml"]).expect("YAML");
+    let stalled = rules["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+        .find(|rule| rule["alert"] == "DingTalkDeliveryStalled")
+        .expect("the stall alert");
+    let expr = stalled["expr"].as_str().unwrap_or_default();
+    assert!(
+        expr.trim_end().ends_with("> 2700"),
+        "alert expression: {expr}"
+    );
+
+    let grafana: Value =
+        serde_yaml_ng::from_str(&generated["alerts/grafana/dingtalk-exporter.yaml"]).expect("YAML");
+    let rule = grafana["groups"][0]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rule| rule["title"] == "DingTalkDeliveryStalled")
+        .expect("the Grafana stall rule");
+    let threshold = rule["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|query| query["refId"] == rule["condition"])
+        .map(|query| query["model"]["conditions"][0]["evaluator"]["params"][0].clone());
+    assert_eq!(threshold, Some(serde_json::json!(2700)));
+
+    let dashboard: Value =
+        serde_json::from_str(&generated["dashboards/dingtalk-exporter.json"]).expect("JSON");
+    let panel = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|panel| panel["title"] == "Stalled")
+        .expect("the Stalled panel");
+    assert!(
+        panel["targets"][0]["expr"]
+            .as_str()
+            .is_some_and(|expr| expr.contains(") > 2700")),
+        "panel query: {}",
+        panel["targets"][0]["expr"]
+    );
+    assert!(
+        panel["description"]
+            .as_str()
+            .is_some_and(|text| text.contains("45 minutes")),
+        "panel description: {}",
+        panel["description"]
+    );
+}
+
+/// The Grafana alert file is valid Grafana alert-rule provisioning (apiVersion 1).
+#[test]
+fn grafana_alert_file_validates_against_the_provisioning_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(grafana_alert_schema_path()).expect("read the schema"),
+    )
+    .expect("the schema is JSON");
+    let validator = jsonschema::draft7::new(&schema).expect("the schema compiles");
+    let file = read_yaml(&grafana_alerts_path());
+    let problems: Vec<String> = validator
+        .iter_errors(&file)
+        .map(|err| format!("{}: {err}", err.instance_path()))
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // What the schema cannot say: unique uids, a condition that names a query, each
+    // expression reading a query defined before it, the data source left to the user.
+    let mut uids = BTreeSet::new();
+    let mut problems = Vec::new();
+    for rule in grafana_rules() {
+        let title = rule["title"].as_str().unwrap_or_default().to_string();
+        if !uids.insert(rule["uid"].to_string()) {
+            problems.push(format!("{title}: uid {} used twice", rule["uid"]));
+        }
+        let mut defined = BTreeSet::new();
+        for query in rule["data"].as_array().into_iter().flatten() {
+            let model = &query["model"];
+            if query["refId"] != model["refId"] {
+                problems.push(format!(
+                    "{title}: refId {} differs in its model",
+                    query["refId"]
+                ));
+            }
+            if query["datasourceUid"] == "__expr__" {
+                if !defined.contains(&model["expression"].to_string()) {
+                    problems.push(format!(
+                        "{title}: {} reads {}, not defined before it",
+                        query["refId"], model["expression"]
+                    ));
+                }
+            } else {
+                if query["datasourceUid"] != DATASOURCE_UID_VARIABLE
+                    || model["datasource"]["uid"] != DATASOURCE_UID_VARIABLE
+                {
+                    problems.push(format!(
+                        "{title}: {} does not use the data source variable {DATASOURCE_UID_VARIABLE}",
+                        query["refId"]
+                    ));
+                }
+                if let Err(err) = parse_promql(model["expr"].as_str().unwrap_or_default()) {
+                    problems.push(format!("{title}: {err}"));
+                }
+            }
+            defined.insert(query["refId"].to_string());
+        }
+        if !defined.contains(&rule["condition"].to_string()) {
+            problems.push(format!(
+                "{title}: condition {} names no query",
+                rule["condition"]
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Each Prometheus alert has a Grafana rule of the same name, severity, duration and texts.
+#[test]
+fn grafana_rules_mirror_the_prometheus_alerts() {
+    let prometheus: Vec<Value> = alerts();
+    let grafana = grafana_rules();
+    let names = |rules: &[Value], key: &str| -> Vec<String> {
+        rules
+            .iter()
+            .map(|rule| rule[key].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(names(&grafana, "title"), names(&prometheus, "alert"));
+    let mut problems = Vec::new();
+    for (alert, rule) in prometheus.iter().zip(&grafana) {
+        let name = alert["alert"].as_str().unwrap_or_default();
+        if rule["labels"] != alert["labels"] {
+            problems.push(format!(
+                "{name}: labels {} vs {}",
+                rule["labels"], alert["labels"]
+            ));
+        }
+        let duration = alert["for"].as_str().unwrap_or("0s");
+        if rule["for"] != duration {
+            problems.push(format!("{name}: for {} vs {duration}", rule["for"]));
+        }
+        for annotation in ["summary", "runbook_url"] {
+            if rule["annotations"][annotation] != alert["annotations"][annotation] {
+                problems.push(format!("{name}: {annotation} differs"));
+            }
+        }
+        // Grafana gives the compared value as $values.B.Value where Prometheus has $value.
+        let description = alert["annotations"]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .replace("$value", "$values.B.Value");
+        if rule["annotations"]["description"] != description.as_str() {
+            problems.push(format!("{name}: description differs"));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

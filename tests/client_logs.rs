@@ -33,7 +33,11 @@ const ISSUED_TOKENS: &[&str] = &[
     "tokCCC333issued",
     "tokDDD444issued",
     "tokEEE555issued",
+    SPLIT_TOKEN,
 ];
+
+/// A token of DingTalk's usual length, echoed by an answer where the excerpt's cut splits it.
+const SPLIT_TOKEN: &str = "tokFFF666issuedAbCdEfGhIjKl";
 
 /// Debug logs, error texts and metrics name neither the app secret nor any issued token.
 #[tokio::test]
@@ -111,6 +115,25 @@ async fn secrets_and_tokens_stay_out_of_logs_errors_and_metrics() {
     error_texts.push(failure.to_string());
     metrics.push(h.metrics_text());
 
+    // A gateway page echoing the token across the point where the quoted excerpt is cut:
+    // 100 bytes before it, so a cut before redaction would leave 20 of its 27 characters.
+    let fake = FakeDingTalk::start(|seen, _| match seen.path.as_str() {
+        GETTOKEN => token_answer(SPLIT_TOKEN),
+        _ => Reply::Raw(
+            200,
+            "text/html",
+            format!("<html>{}{SPLIT_TOKEN} denied</html>", ". ".repeat(47)).into_bytes(),
+        ),
+    })
+    .await;
+    let h = harness(&fake.url(), Options::default());
+    let failure = h.client.send_progress(AGENT_ID, TASK_ID).await.unwrap_err();
+    error_texts.push(failure.to_string());
+    assert!(
+        failure.to_string().contains("not a JSON object"),
+        "{failure}"
+    );
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture works and saw the failures, so the absence below means something.
     assert!(logs.contains("DEBUG"), "{logs}");
@@ -130,6 +153,14 @@ async fn secrets_and_tokens_stay_out_of_logs_errors_and_metrics() {
             assert!(
                 !text.contains(token),
                 "token {token} is in the {what}:\n{text}"
+            );
+        }
+        // Not even a piece of the split token.
+        for piece in SPLIT_TOKEN.as_bytes().windows(8) {
+            let piece = std::str::from_utf8(piece).unwrap();
+            assert!(
+                !text.contains(piece),
+                "{piece:?} of the split token is in the {what}:\n{text}"
             );
         }
     }

@@ -153,8 +153,8 @@ async fn the_binary_refuses_hostile_registrations_with_a_clear_4xx() {
             "a form instead of JSON",
             "application/x-www-form-urlencoded",
             b"agent_id=1&task_id=1".to_vec(),
-            400,
-            "not valid JSON",
+            415,
+            "Content-Type: application/json",
         ),
         (
             "257 four-byte characters in a name",
@@ -173,6 +173,29 @@ async fn the_binary_refuses_hostile_registrations_with_a_clear_4xx() {
             br#"{"agent_id":1,"task_id":1,"name":"a\u007fb"}"#.to_vec(),
             400,
             "control character U+007F",
+        ),
+        (
+            "a key named twice (parsers disagree on which wins)",
+            json,
+            br#"{"agent_id":1,"task_id":1,"task_id":2}"#.to_vec(),
+            400,
+            "the key \"task_id\" appears twice",
+        ),
+        (
+            "a right-to-left override in a name (dashboard spoofing)",
+            json,
+            "{\"agent_id\":1,\"task_id\":1,\"name\":\"pay\u{202E}llorp\"}"
+                .as_bytes()
+                .to_vec(),
+            400,
+            "invisible character U+202E",
+        ),
+        (
+            "a zero-width space in a name, escaped",
+            json,
+            br#"{"agent_id":1,"task_id":1,"name":"pay\u200broll"}"#.to_vec(),
+            400,
+            "invisible character U+200B",
         ),
         (
             "20,000 valid items and a bad last one (almost 1 MiB)",

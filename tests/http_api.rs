@@ -182,7 +182,7 @@ async fn oversized_bodies_get_413() {
 
     // Without Content-Length (chunked), the limit holds as the bytes arrive.
     let mut request = format!(
-        "POST /api/v1/tasks HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         server.address
     )
     .into_bytes();
@@ -204,7 +204,7 @@ async fn oversized_bodies_get_413() {
 async fn oversized_body_refused_before_it_is_sent() {
     let server = TestServer::start(test_config()).await;
     let head = format!(
-        "POST /api/v1/tasks HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         server.address,
         5 * 1024 * 1024
     );
@@ -386,6 +386,7 @@ async fn configured_token_guards_writes() {
     let accepted = client()
         .post(server.tasks_url())
         .bearer_auth("correct-horse")
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await

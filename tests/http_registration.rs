@@ -1,17 +1,20 @@
 //! Property tests of registration parsing: hostile bytes never panic, valid bodies round-trip.
 
+use dingtalk_exporter::config::invisible_char;
 use dingtalk_exporter::http::registration::{MAX_NAME_CHARS, Registrations, parse_registrations};
 use dingtalk_exporter::tracker::{NewTask, TaskKey};
 use proptest::prelude::*;
 
 fn valid_name() -> impl Strategy<Value = String> {
     // Printable text of any script, up to the limit: every Unicode range but the control
-    // characters (U+0000..U+001F, U+007F..U+009F) and the surrogates.
+    // characters (U+0000..U+001F, U+007F..U+009F), the surrogates and the invisible
+    // characters names may not hold (bidirectional controls, zero-width characters).
     let printable = prop_oneof![
         proptest::char::range(' ', '~'),
         proptest::char::range('\u{a0}', '\u{d7ff}'),
         proptest::char::range('\u{e000}', '\u{10ffff}'),
-    ];
+    ]
+    .prop_filter("visible", |c| invisible_char(&c.to_string()).is_none());
     proptest::collection::vec(printable, 0..=MAX_NAME_CHARS)
         .prop_map(|chars| chars.into_iter().collect())
 }
@@ -60,6 +63,7 @@ proptest! {
                 prop_assert!(task.key.agent_id >= 1 && task.key.task_id >= 1);
                 prop_assert!(task.name.chars().count() <= MAX_NAME_CHARS);
                 prop_assert!(!task.name.chars().any(char::is_control));
+                prop_assert!(invisible_char(&task.name).is_none());
             }
         }
     }

@@ -227,7 +227,7 @@ async fn shutdown_finishes_requests_in_flight() {
     let body = br#"{"agent_id":1,"task_id":1}"#;
     let mut stream = TcpStream::connect(server.address).await.unwrap();
     let head = format!(
-        "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -279,9 +279,10 @@ async fn slow_headers_are_cut_off() {
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
 }
 
-/// Past the connection cap a new client waits until a connection closes, then is served.
+/// Past the connection cap, an idle keep-alive connection gives up its slot: the new client
+/// is served at once and the idle one is closed.
 #[tokio::test]
-async fn connection_cap_queues_new_clients() {
+async fn connection_cap_reclaims_idle_connections() {
     let (exporter, store) = exporter(test_config());
     let limits = ServerLimits {
         max_connections: 1,
@@ -290,7 +291,6 @@ async fn connection_cap_queues_new_clients() {
     let server = TestServer::start_exporter(exporter, store, limits).await;
     let request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n";
 
-    // The first client holds the only slot on a keep-alive connection.
     let mut first = TcpStream::connect(server.address).await.unwrap();
     first.write_all(request).await.unwrap();
     let mut answer = [0u8; 15];
@@ -299,11 +299,68 @@ async fn connection_cap_queues_new_clients() {
 
     let mut second = TcpStream::connect(server.address).await.unwrap();
     second.write_all(request).await.unwrap();
+    let mut answer = [0u8; 15];
+    tokio::time::timeout(Duration::from_secs(10), second.read_exact(&mut answer))
+        .await
+        .expect("the new client is served while the idle one holds the only slot")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200 OK");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert!(
+        rest.ends_with(b"healthy.\n"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// Past the connection cap, when every connection is answering a request, a new client
+/// waits until one closes, then is served.
+#[tokio::test]
+async fn connection_cap_queues_new_clients_while_all_are_busy() {
+    let (exporter, store) = exporter(test_config());
+    let limits = ServerLimits {
+        max_connections: 1,
+        ..ServerLimits::default()
+    };
+    let server = TestServer::start_exporter(exporter, store, limits).await;
+
+    // The first client holds the only slot with a request in flight: its head is read and
+    // the handler waits for the body it was invited to send.
+    let body = br#"{"agent_id":1,"task_id":1}"#;
+    let mut first = TcpStream::connect(server.address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    first.read_exact(&mut interim).await.unwrap();
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"));
+
+    // From another address: one address past its share is refused, not queued.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut second = socket.connect(server.address).await.unwrap();
+    second
+        .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte)).await;
     assert!(early.is_err(), "the second client was served past the cap");
 
-    drop(first);
+    first.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    first.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let mut answer = [0u8; 15];
     tokio::time::timeout(Duration::from_secs(10), second.read_exact(&mut answer))
         .await

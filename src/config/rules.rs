@@ -5,8 +5,9 @@ use std::path::Path;
 use super::{DEFAULT_APP, MAX_TASK_NAME_CHARS, UNCONFIGURED_APP, file};
 
 /// Whether a task name is acceptable (as for registrations through the API): at most
-/// [`MAX_TASK_NAME_CHARS`] characters and no control characters. The error reads after
-/// the name's key: `tasks[1].name: holds control characters ...`.
+/// [`MAX_TASK_NAME_CHARS`] characters, no control characters and no invisible ones (see
+/// [`invisible_char`]). The error reads after the name's key: `tasks[1].name: holds control
+/// characters ...`.
 pub fn check_task_name(name: &str) -> Result<(), String> {
     let chars = name.chars().count();
     if chars > MAX_TASK_NAME_CHARS {
@@ -17,7 +18,46 @@ pub fn check_task_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("holds control characters (newlines, tabs, ...)".to_string());
     }
-    Ok(())
+    check_visible(name)
+}
+
+/// The first character of `text` (its position in characters, and the character) that
+/// changes how the text around it is shown without being seen itself: bidirectional
+/// controls (which can make `payroll` read as another name on a dashboard), zero-width
+/// characters and joiners, invisible operators, the byte order mark.
+pub fn invisible_char(text: &str) -> Option<(usize, char)> {
+    text.chars().enumerate().find(|(_, c)| {
+        matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+    })
+}
+
+/// `Err` naming the first invisible character of a name shown on dashboards.
+pub fn check_visible(name: &str) -> Result<(), String> {
+    match invisible_char(name) {
+        None => Ok(()),
+        Some((at, c)) => Err(format!(
+            "holds the invisible character U+{:04X} at character {at} (a bidirectional control or a zero-width character, which can make a name look like another on dashboards); write the name without it",
+            u32::from(c)
+        )),
+    }
 }
 
 /// Whether an `agent_id` or `task_id` is in DingTalk's range, 1 to 2^63-1.
@@ -47,6 +87,7 @@ pub(super) fn check_app_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("holds control characters".to_string());
     }
+    check_visible(name)?;
     if name != name.trim() {
         return Err(format!("{name:?} has leading or trailing spaces"));
     }

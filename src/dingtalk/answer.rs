@@ -15,6 +15,7 @@
 
 use serde_json::{Map, Value};
 
+use super::redact::excerpt;
 use super::{ApiFailure, RecipientCounts, SendProgress};
 use crate::secret::Secret;
 
@@ -27,6 +28,9 @@ const GATEWAY_WRAPPER: i64 = 88;
 
 /// How much of an unexpected answer is quoted in a decode error.
 const QUOTE_LIMIT: usize = 120;
+
+/// How much of an unexpected answer is redacted before the quote is cut from it.
+const QUOTE_SOURCE_LIMIT: usize = 4 * 1024;
 
 /// A token issued by `gettoken`.
 #[derive(Clone, Debug, PartialEq)]
@@ -240,14 +244,12 @@ fn describe_unparseable(body: &[u8]) -> String {
     if body.is_empty() {
         return "empty answer".to_string();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(QUOTE_LIMIT)]);
-    let quoted: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let ellipsis = if body.len() > QUOTE_LIMIT { "..." } else { "" };
+    // Redacted before it is cut (see `redact::excerpt`): enough of the body is read that a
+    // credential near the cut is seen whole.
+    let text = String::from_utf8_lossy(&body[..body.len().min(QUOTE_SOURCE_LIMIT)]);
+    let quoted = excerpt(text.trim(), &[], QUOTE_LIMIT);
     format!(
-        "not a JSON object ({} bytes): {}{ellipsis}",
+        "not a JSON object ({} bytes): {}",
         body.len(),
         quoted.trim()
     )

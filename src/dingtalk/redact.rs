@@ -4,6 +4,11 @@
 //! HTTP client errors print the URL. Every error string and log line about a DingTalk call is
 //! passed through [`redact`] (by parameter name) and, where the client knows the values, through
 //! [`redact_values`] as well, so that neither a URL nor an echoed value can leak them.
+//!
+//! Quoting part of a text (an excerpt of an unexpected answer) goes through [`excerpt`]:
+//! redaction first, then the cut, so a credential split by the cut is still recognised. A
+//! piece of a known value ([`MIN_FRAGMENT_CHARS`] characters or more) counts as the value,
+//! and in an excerpt any long run of the characters tokens are made of counts as a token.
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "<redacted>";
@@ -36,16 +41,110 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-/// Replaces every occurrence of the given values (a token, a secret) in `text`, for texts
-/// that could echo a credential outside a recognisable parameter, such as a server's errmsg.
-/// Empty values are ignored.
+/// A run of this many characters of a known credential is treated as the credential: a text
+/// cut short (by an excerpt, a log line limit, a proxy) may carry only part of it, and 8
+/// characters of a 32-character token are already too many to give away.
+pub const MIN_FRAGMENT_CHARS: usize = 8;
+
+/// In an excerpt, a run of this many token characters (letters, digits, `-`, `_`) is treated
+/// as a token, known or not: DingTalk's tokens and secrets are such runs of 20 to 64
+/// characters, while words, numbers and ids in error pages are shorter.
+pub const MIN_TOKEN_LIKE_RUN: usize = 16;
+
+/// Replaces every occurrence of the given values (a token, a secret), and every run of
+/// [`MIN_FRAGMENT_CHARS`] or more characters of one of them, in `text`, for texts that could
+/// echo a credential outside a recognisable parameter, such as a server's errmsg. Empty
+/// values are ignored.
 pub fn redact_values(text: &str, values: &[&str]) -> String {
     let mut out = redact(text);
     for value in values.iter().filter(|value| !value.is_empty()) {
         if out.contains(value) {
             out = out.replace(value, REDACTED);
         }
+        out = redact_fragments(&out, value);
     }
+    out
+}
+
+/// Quotes at most `max_chars` characters of `text`, redacted before it is cut (by parameter
+/// name, by the known `values` and their fragments, and any long token-like run), with
+/// control characters shown as spaces and `...` when something was cut.
+pub fn excerpt(text: &str, values: &[&str], max_chars: usize) -> String {
+    let redacted = redact_token_like_runs(&redact_values(text, values));
+    let mut chars = redacted.chars();
+    let mut quoted: String = chars
+        .by_ref()
+        .take(max_chars)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if chars.next().is_some() {
+        quoted.push_str("...");
+    }
+    quoted
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+/// Replaces every run of at least [`MIN_FRAGMENT_CHARS`] characters of `value` found in
+/// `text` (longest first at each position).
+fn redact_fragments(text: &str, value: &str) -> String {
+    let value_chars: Vec<char> = value.chars().collect();
+    if value_chars.len() < MIN_FRAGMENT_CHARS {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < chars.len() {
+        let longest = longest_fragment_at(&chars[at..], &value_chars);
+        if longest >= MIN_FRAGMENT_CHARS {
+            out.push_str(REDACTED);
+            at += longest;
+        } else {
+            out.push(chars[at]);
+            at += 1;
+        }
+    }
+    out
+}
+
+/// The length of the longest prefix of `text` that occurs somewhere in `value`.
+fn longest_fragment_at(text: &[char], value: &[char]) -> usize {
+    let mut longest = 0;
+    for start in 0..value.len() {
+        let matched = text
+            .iter()
+            .zip(&value[start..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        longest = longest.max(matched);
+    }
+    longest
+}
+
+/// Replaces every run of [`MIN_TOKEN_LIKE_RUN`] or more token characters.
+fn redact_token_like_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= MIN_TOKEN_LIKE_RUN {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
     out
 }
 
@@ -170,6 +269,41 @@ mod tests {
     fn known_values_are_redacted_anywhere() {
         let redacted = redact_values("token tok-42 rejected", &["tok-42", ""]);
         assert_eq!(redacted, "token <redacted> rejected");
+    }
+
+    /// A piece of a known token, as a cut text would carry it, is redacted like the whole;
+    /// short coincidences (under 8 characters) are left alone.
+    #[test]
+    fn fragments_of_known_values_are_redacted() {
+        let token = "9f3c1a77e2b84d0c9a6e5f1b2c3d4e5f";
+        let redacted = redact_values("bad gateway, token 9f3c1a77e2b84d0c9a", &[token]);
+        assert_eq!(redacted, "bad gateway, token <redacted>");
+        let redacted = redact_values("ends with ...4e5f and starts 9f3c", &[token]);
+        assert_eq!(redacted, "ends with ...4e5f and starts 9f3c");
+    }
+
+    /// An excerpt is redacted before it is cut: a token that straddles the cut leaves no
+    /// character of itself behind, known or not, named by a parameter or not.
+    #[test]
+    fn excerpts_redact_before_cutting() {
+        let token = "AbCdEfGhIjKlMnOpQrStUvWxYz0";
+        let padding = "x ".repeat(50);
+        for text in [
+            format!("{padding}access_token={token} trailing"),
+            format!("{padding}{token} trailing"),
+        ] {
+            for values in [&[token][..], &[][..]] {
+                for cut in 100..text.len() {
+                    let quoted = excerpt(&text, values, cut);
+                    let fragment = (0..token.len() - 3)
+                        .map(|start| &token[start..start + 4])
+                        .find(|piece| quoted.contains(piece));
+                    assert!(fragment.is_none(), "{quoted:?} leaks {fragment:?}");
+                }
+            }
+        }
+        assert_eq!(excerpt("short\nanswer", &[], 120), "short answer");
+        assert_eq!(excerpt("abcdef", &[], 3), "abc...");
     }
 
     /// Text without credentials, including non-ASCII text, is unchanged.

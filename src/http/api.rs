@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::auth::guard_write;
 use super::registration::{parse_decimal_id, parse_registrations};
 use super::reply::{self, Answer};
+use super::request_guard;
 use super::site::Site;
 use super::task_json::TaskJson;
 use crate::clock::now_ms;
@@ -86,6 +87,9 @@ fn parse_path_id(field: &str, text: &str) -> Result<i64, String> {
 
 async fn register(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr) -> Answer {
     if let Some(refusal) = guard_write(parts, peer, &site.exporter.config(), true) {
+        return refusal;
+    }
+    if let Some(refusal) = request_guard::json_body_refusal(parts, true, true) {
         return refusal;
     }
     let bytes = match reply::read_body(

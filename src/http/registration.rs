@@ -4,7 +4,8 @@
 //! The rules come from the interface contract: a single object or an array of them;
 //! `agent_id` and `task_id` are integers from 1 to 2^63-1, as JSON numbers or decimal
 //! strings; `name` is optional, at most [`MAX_NAME_CHARS`] characters and free of control
-//! characters; `recipients` is optional, an integer from 1 to [`MAX_RECIPIENTS`]; `source`
+//! and invisible (bidirectional, zero-width) characters; no object names a key twice (JSON
+//! parsers disagree on which one wins, so a body that says two things is refused); `recipients` is optional, an integer from 1 to [`MAX_RECIPIENTS`]; `source`
 //! is optional, `api` (the default) or `send` (what `dingtalk-exporter send` says). Any
 //! invalid item refuses the whole batch, and every refusal says which item and
 //! which field is wrong and what would be accepted.
@@ -12,8 +13,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::config::check_visible;
 use crate::tracker::{NewTask, TaskKey, TaskSource};
 
 /// The longest task name accepted, in characters (Unicode scalar values).
@@ -79,11 +82,13 @@ pub fn parse_registrations(body: &[u8]) -> Result<Registrations, RegistrationErr
             "the body is empty; send a task as JSON, like {EXAMPLE}, or an array of them"
         )));
     }
-    let document: Value = serde_json::from_slice(body).map_err(|err| {
-        RegistrationError(format!(
-            "the body is not valid JSON ({err}); send a task like {EXAMPLE}, or an array of them"
-        ))
-    })?;
+    let document = serde_json::from_slice::<UniqueKeys>(body)
+        .map_err(|err| {
+            RegistrationError(format!(
+                "the body is not valid JSON ({err}); send a task like {EXAMPLE}, or an array of them"
+            ))
+        })?
+        .0;
     match document {
         Value::Object(fields) => parse_item(&fields, &Position::Single).map(Registrations::One),
         Value::Array(items) => parse_batch(&items).map(Registrations::Batch),
@@ -264,7 +269,91 @@ fn parse_name(value: Option<&Value>, position: &Position) -> Result<String, Regi
             u32::from(control)
         )));
     }
+    if let Err(problem) = check_visible(name) {
+        return Err(RegistrationError(format!("{position}: name {problem}")));
+    }
     Ok(name.clone())
+}
+
+/// A JSON document read like [`Value`], except that an object naming a key twice is an
+/// error (serde_json would keep the last one silently).
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_string()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        UniqueKeys::deserialize(deserializer).map(|unique| unique.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if fields.contains_key(&key) {
+                return Err(de::Error::custom(format_args!(
+                    "the key {} appears twice in one object; name each field once",
+                    quoted(&key)
+                )));
+            }
+            let UniqueKeys(value) = map.next_value()?;
+            fields.insert(key, value);
+        }
+        Ok(Value::Object(fields))
+    }
 }
 
 /// A JSON value described for an error message, short enough to quote.
@@ -422,6 +511,44 @@ mod tests {
         );
         assert!(message.contains("line 2 column"), "{message}");
         assert!(refusal("  \n").starts_with("the body is empty"));
+    }
+
+    /// A key named twice in one object refuses the body, at any depth, naming the key;
+    /// the same key in different objects is fine.
+    #[test]
+    fn refuses_duplicate_keys() {
+        for body in [
+            r#"{"agent_id":1,"task_id":2,"task_id":3}"#,
+            r#"[{"agent_id":1,"task_id":2},{"agent_id":1,"agent_id":1,"task_id":3}]"#,
+            r#"{"agent_id":1,"task_id":2,"name":"a","name":"b"}"#,
+        ] {
+            let message = refusal(body);
+            assert!(message.contains("appears twice"), "{body}: {message}");
+        }
+        assert!(
+            parse_registrations(br#"[{"agent_id":1,"task_id":2},{"agent_id":1,"task_id":3}]"#)
+                .is_ok()
+        );
+    }
+
+    /// Bidirectional controls and zero-width characters in a name are refused by code point.
+    #[test]
+    fn refuses_invisible_characters_in_names() {
+        for (name, code) in [
+            ("pay\u{202E}llorp", "U+202E"),
+            ("pay\u{200B}roll", "U+200B"),
+            ("\u{2066}payroll\u{2069}", "U+2066"),
+            ("payroll\u{FEFF}", "U+FEFF"),
+        ] {
+            let body = serde_json::json!({"agent_id": 1, "task_id": 1, "name": name}).to_string();
+            let message = refusal(&body);
+            assert!(
+                message.contains(code) && message.contains("invisible"),
+                "{message}"
+            );
+        }
+        let ok = serde_json::json!({"agent_id": 1, "task_id": 1, "name": "工资 — ✓ ü"}).to_string();
+        assert!(parse_registrations(ok.as_bytes()).is_ok());
     }
 
     /// Names: 256 characters (not bytes) pass, 257 do not, control characters never.

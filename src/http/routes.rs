@@ -34,6 +34,7 @@ use super::auth::{bearer_token, guard_write};
 use super::basic_auth;
 use super::landing;
 use super::reply::{self, Answer};
+use super::request_guard;
 use super::site::{ExporterPort, Site};
 use super::web_config::WebConfig;
 use crate::clock::now_ms;
@@ -47,12 +48,17 @@ const DRAIN_BUDGET: usize = 4 * MAX_BODY_BYTES;
 pub(super) async fn handle(request: Request<Incoming>, site: &Site, peer: SocketAddr) -> Answer {
     let (parts, mut body) = request.into_parts();
     let web_config = site.web_config.as_ref().map(|watch| watch.current());
-    let refusal = match &web_config {
-        Some(web_config) => {
-            web_config_refusal(&parts, web_config, site.exporter.as_ref(), peer.ip()).await
-        }
-        None => None,
-    };
+    let mut refusal = request_guard::oversized_head(&parts, site.limits.max_header_bytes);
+    if refusal.is_none()
+        && let Some(web_config) = &web_config
+    {
+        refusal = web_config_refusal(&parts, web_config, site.exporter.as_ref(), peer.ip()).await;
+    }
+    if refusal.is_none() {
+        let config = site.exporter.config();
+        refusal =
+            request_guard::cross_site_refusal(&parts, &config, config.web.api_token.is_some());
+    }
     let mut answer = match refusal {
         Some(refusal) => refusal,
         None => route(&parts, &mut body, site, peer.ip()).await,
@@ -224,8 +230,20 @@ async fn reload(parts: &Parts, site: &Site, peer: IpAddr) -> Answer {
     if let Some(refusal) = guard_write(parts, peer, &site.exporter.config(), false) {
         return refusal;
     }
+    if let Some(refusal) = request_guard::json_body_refusal(parts, false, false) {
+        return refusal;
+    }
     match site.exporter.reload().await {
-        Ok(()) => reply::text(StatusCode::OK, "configuration reloaded\n"),
+        Ok(needs_restart) if needs_restart.is_empty() => {
+            reply::text(StatusCode::OK, "configuration reloaded\n")
+        }
+        Ok(needs_restart) => reply::text(
+            StatusCode::OK,
+            format!(
+                "configuration reloaded, except {}: changed, but read only at start; restart to apply\n",
+                needs_restart.join(", ")
+            ),
+        ),
         Err(err) => {
             // The reload itself logged why.
             reply::text(

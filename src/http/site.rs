@@ -22,8 +22,9 @@ pub trait ExporterPort: Send + Sync + 'static {
     /// `/-/ready`: the store is open and the configuration valid.
     fn is_ready(&self) -> bool;
     /// `POST /-/reload`: re-reads the configuration; the old one stays when the new one is
-    /// refused, with the reason.
-    async fn reload(&self) -> Result<(), String>;
+    /// refused, with the reason. On success, the flags of the changed settings that only a
+    /// restart applies (their old values stay in force).
+    async fn reload(&self) -> Result<Vec<&'static str>, String>;
 }
 
 /// What every request of one server shares.
@@ -37,8 +38,13 @@ pub(super) struct Site {
 /// The server's protective limits.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
-    /// Connections served at once; past it, new clients wait in the listen backlog.
+    /// Connections open at once. Past it, the oldest idle connection is closed to make room;
+    /// only when every connection is answering a request do new clients wait in the listen
+    /// backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold; past it, that address's own oldest idle
+    /// connection is closed for the new one, so one client cannot take every slot.
+    pub max_connections_per_address: usize,
     /// How long a client may take to send a request's headers, and how long an idle
     /// keep-alive connection is kept.
     pub header_read_timeout: Duration,
@@ -55,6 +61,11 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 1024,
+            // Prometheus uses one connection per target, an HA pair two; scripts a few, a
+            // load test or a burst of parallel requests (exporter-toolkit's own tests send
+            // 300 at once) a few hundred. Half of the slots serves such a burst whole and
+            // still leaves the other half to everyone else.
+            max_connections_per_address: 512,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             // Scrapers and API clients send well under 1 KiB; 64 KiB leaves room for long

@@ -168,6 +168,31 @@ static UPSERT_TASK: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Refuses a damaged store before anything is read from or written to it: a damaged page
+/// found later would fail every registration with 503 while the exporter looked ready.
+/// `quick_check` reads every page once (a fraction of a second for the largest stores).
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |findings: String| {
+        StoreError(format!(
+            "{}: the store is damaged ({findings}); the exporter will not start on it. To recover: stop every exporter using it, keep a copy, then either salvage what is readable with `sqlite3 {} .recover | sqlite3 recovered.db` and start with --storage.path recovered.db, or move the file away to start empty (tracked tasks and the month's call count are then lost)",
+            path.display(),
+            path.display()
+        ))
+    };
+    let mut statement = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|err| damaged(err.to_string()))?;
+    let findings: Vec<String> = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|err| damaged(err.to_string()))?;
+    if findings.len() == 1 && findings[0] == "ok" {
+        return Ok(());
+    }
+    let summary: String = findings.join("; ").chars().take(300).collect();
+    Err(damaged(format!("quick_check: {summary}")))
+}
+
 /// The tasks and counters in one SQLite file.
 pub struct SqliteStore {
     /// One connection: SQLite serialises writers anyway, and a single connection makes every
@@ -191,14 +216,83 @@ impl From<rusqlite::Error> for Failure {
     }
 }
 
+/// The exclusive hold of one process on a store file, released when dropped (or when the
+/// process ends, however it ends).
+///
+/// Two exporters on one file would each keep their own view of the tasks and their own
+/// count of the month's calls, and the count would no longer bound the calls. So the file
+/// `<store>.lock` beside the store is locked (`flock`) for as long as the exporter runs,
+/// and holds its pid, which a second exporter names when it refuses to start.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    /// Takes the lock of the store at `store_path`, or says who holds it.
+    pub fn acquire(store_path: &Path) -> Result<StoreLock, StoreError> {
+        let lock_path = Self::lock_path(store_path);
+        let fail = |what: &str, err: &dyn std::fmt::Display| {
+            StoreError(format!("{}: {what}: {err}", lock_path.display()))
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|err| fail("cannot open the store's lock file", &err))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = std::io::Read::read_to_string(&mut file, &mut holder);
+                let holder = holder.trim().parse::<u32>().map_or_else(
+                    |_| "another process".to_string(),
+                    |pid| format!("another process (pid {pid})"),
+                );
+                return Err(StoreError(format!(
+                    "{}: the store is in use by {holder}: two exporters must not share one store file (each would keep its own tasks and its own count of the month's calls); stop the other one, or give this one its own --storage.path",
+                    store_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(err)) => {
+                return Err(fail("cannot lock the store", &err));
+            }
+        }
+        use std::io::{Seek, Write};
+        let pid = std::process::id();
+        file.set_len(0)
+            .and_then(|()| file.seek(std::io::SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{pid}"))
+            .map_err(|err| fail("cannot write the store's lock file", &err))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// `<store>.lock`, beside the store.
+    pub fn lock_path(store_path: &Path) -> PathBuf {
+        let mut name = store_path.as_os_str().to_os_string();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the store at `path` and brings its schema up to date.
-    /// Refuses a file that is not SQLite, a SQLite file of another application, and a file
-    /// written by a newer version of the exporter.
+    /// Refuses a file that is not SQLite, a SQLite file of another application, a damaged
+    /// one (SQLite's `quick_check`), and a file written by a newer version of the exporter.
+    /// A file that exists but is empty is opened as a new store, with a warning: it may be
+    /// a store that lost its content.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let fail = |what: &str, err: &dyn std::fmt::Display| {
             StoreError(format!("{}: {what}: {err}", path.display()))
         };
+        if std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() == 0) {
+            tracing::warn!(
+                path = %path.display(),
+                "the store file exists but is empty: starting with no tracked tasks and no calls counted this month; if it held tasks, it was truncated (restore it from a backup while the exporter is stopped)"
+            );
+        }
         let mut conn =
             Connection::open(path).map_err(|err| fail("cannot open the database", &err))?;
         conn.busy_timeout(BUSY_TIMEOUT)
@@ -222,6 +316,7 @@ impl SqliteStore {
         // registration must not be lost.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|err| fail("cannot configure the database", &err))?;
+        check_integrity(&conn, path)?;
         migrate(&mut conn, MIGRATIONS)
             .map_err(|err| StoreError(format!("{}: {err}", path.display())))?;
         Ok(SqliteStore {

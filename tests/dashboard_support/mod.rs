@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use promql_parser::parser::{Expr, VectorSelector};
 use serde_json::Value;
@@ -27,6 +29,80 @@ pub fn dashboard_path() -> PathBuf {
 
 pub fn rules_path() -> PathBuf {
     repo_path("alerts/dingtalk-exporter.rules.yml")
+}
+
+pub fn grafana_alerts_path() -> PathBuf {
+    repo_path("alerts/grafana/dingtalk-exporter.yaml")
+}
+
+/// The mixin's entry point: an object of generated file contents by repository path.
+pub fn mixin_generator_path() -> PathBuf {
+    repo_path("mixin/generate.jsonnet")
+}
+
+pub fn grafana_alert_schema_path() -> PathBuf {
+    repo_path("tests/dashboard_support/grafana-alert-provisioning.schema.json")
+}
+
+/// The environment variable under which a missing `jsonnet` fails a test instead of
+/// skipping it (CI sets it after installing Debian's `jsonnet`).
+pub const REQUIRE_JSONNET_ENV: &str = "DINGTALK_EXPORTER_REQUIRE_JSONNET";
+
+/// `jsonnet` from `PATH`; without it, `None` after a printed note, or a failure when
+/// [`REQUIRE_JSONNET_ENV`] is set.
+pub fn jsonnet_binary() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("jsonnet"))
+            .find(|candidate| {
+                candidate
+                    .metadata()
+                    .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+            })
+    });
+    if found.is_some() {
+        return found;
+    }
+    if std::env::var_os(REQUIRE_JSONNET_ENV).is_some() {
+        panic!(
+            "`jsonnet` is not in PATH but {REQUIRE_JSONNET_ENV} requires it \
+             (Debian: apt-get install jsonnet)"
+        );
+    }
+    // Written to the process's stderr directly: the harness captures eprintln!, and a skip
+    // nobody sees looks like a pass.
+    let note = format!(
+        "note: skipping a test, `jsonnet` is not in PATH (Debian: apt-get install jsonnet; \
+         set {REQUIRE_JSONNET_ENV}=1 to make this a failure)\n"
+    );
+    let _ = std::io::stderr().write_all(note.as_bytes());
+    None
+}
+
+/// The files the mixin generates, by repository path, with `config` (a jsonnet object)
+/// overriding settings of `mixin/config.libsonnet` as a user's own jsonnet would. The texts
+/// end in the newline `jsonnet -S -m` (`make mixin`) writes after each.
+pub fn generate_mixin(jsonnet: &Path, config: &str) -> BTreeMap<String, String> {
+    let output = Command::new(jsonnet)
+        .arg("-J")
+        .arg(repo_path(""))
+        .arg("--tla-code")
+        .arg(format!("config={config}"))
+        .arg(mixin_generator_path())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {}: {err}", jsonnet.display()));
+    assert!(
+        output.status.success(),
+        "jsonnet failed on the mixin:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let files: BTreeMap<String, String> = serde_json::from_slice(&output.stdout)
+        .expect("the mixin generates an object of file texts");
+    files
+        .into_iter()
+        .map(|(path, text)| (path, text + "\n"))
+        .collect()
 }
 
 pub fn rule_tests_dir() -> PathBuf {

@@ -1,0 +1,1 @@
+(import 'dingtalk-exporter.libsonnet')
