@@ -18,13 +18,13 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{ms_to_seconds, now_ms};
 use crate::config::flags::listen_address;
-use crate::config::{AppConfig, Config, DingTalkSettings, PollSettings};
+use crate::config::{AppConfig, Config, DingTalkSettings, PollSettings, TokenApi};
 use crate::dingtalk::{Api, CallGate, DeliveryApi, DingTalkClient};
 use crate::http::{ExporterPort, ServerLimits, WebConfigWatch};
 use crate::poller::{self, AppDirectory};
 use crate::proxy::{ProxySetup, TrackingProxy};
 use crate::telemetry::Telemetry;
-use crate::tracker::budget::MonthlyCallGate;
+use crate::tracker::budget::{BudgetScope, MonthlyCallGate};
 use crate::tracker::sqlite::{SqliteStore, StoreLock};
 use crate::tracker::{NewTask, TaskKey, TaskSource, TaskStore, Tracker};
 
@@ -56,8 +56,15 @@ impl ClientSettings {
     }
 }
 
-/// The apps of a configuration with their clients, by app name.
-type AppClients = HashMap<String, (ClientSettings, Arc<dyn DeliveryApi>)>;
+/// Which client: an app's name, and the corp's id for a corp of a third-party app.
+type ClientKey = (String, Option<String>);
+
+fn client_key(app: &AppConfig) -> ClientKey {
+    (app.name.clone(), app.corp.as_ref().and(app.corp_id.clone()))
+}
+
+/// The apps of a configuration with their clients, by app (and corp).
+type AppClients = HashMap<ClientKey, (ClientSettings, Arc<dyn DeliveryApi>, Option<String>)>;
 
 /// The running exporter: its live configuration, the tracked tasks, the DingTalk clients of
 /// its apps and its telemetry, shared by the poller and the HTTP server.
@@ -155,8 +162,8 @@ impl Exporter {
             }
         };
 
-        for gone in previous.keys().filter(|name| !apps.contains_key(*name)) {
-            self.telemetry.forget_app(gone);
+        for (gone, (_, _, corp)) in previous.iter().filter(|(key, _)| !apps.contains_key(*key)) {
+            self.telemetry.forget_app(&gone.0, corp.as_deref());
         }
         let needs_restart = in_force.restart_only_changes(&config);
         let config = in_force.keeping_restart_only_settings(config);
@@ -211,12 +218,22 @@ impl Exporter {
 
 impl AppDirectory for Exporter {
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>> {
-        let app = self.config().app_for_agent(agent_id)?.name.clone();
-        read(&self.apps).get(&app).map(|(_, client)| client.clone())
+        let key = client_key(self.config().app_for_agent(agent_id)?);
+        read(&self.apps)
+            .get(&key)
+            .map(|(_, client, _)| client.clone())
     }
 
     fn poll_settings(&self) -> PollSettings {
         self.config().poll.clone()
+    }
+
+    fn quota_scope(&self, agent_id: i64) -> String {
+        self.config()
+            .app_for_agent(agent_id)
+            .and_then(budget_scope)
+            .map(|scope| scope.store_key())
+            .unwrap_or_default()
     }
 }
 
@@ -251,17 +268,70 @@ fn build_clients(
     let mut clients = HashMap::new();
     for app in &config.apps {
         let settings = ClientSettings::of(app, config);
+        let key = client_key(app);
         let reused = previous
-            .and_then(|previous| previous.get(&app.name))
-            .filter(|(old, _)| *old == settings)
-            .map(|(_, client)| client.clone());
+            .and_then(|previous| previous.get(&key))
+            .filter(|(old, _, _)| *old == settings)
+            .map(|(_, client, _)| client.clone());
         let client = match reused {
             Some(client) => client,
-            None => factory(app, config).map_err(|err| format!("app {:?}: {err}", app.name))?,
+            None => factory(app, config).map_err(|err| match app.corp_label() {
+                None => format!("app {:?}: {err}", app.name),
+                Some(corp) => format!("app {:?} corp {corp:?}: {err}", app.name),
+            })?,
         };
-        clients.insert(app.name.clone(), (settings, client));
+        let corp = app.corp_label().map(str::to_string);
+        clients.insert(key, (settings, client, corp));
     }
     Ok(clients)
+}
+
+/// The quota scope of a third-party app's corp; `None` for an internal app, whose calls
+/// count toward its organisation's quota.
+fn budget_scope(app: &AppConfig) -> Option<BudgetScope> {
+    let (corp, corp_id) = (app.corp.as_ref()?, app.corp_id.as_ref()?);
+    Some(BudgetScope {
+        app: app.name.clone(),
+        corp_id: corp_id.clone(),
+        corp: corp.name.clone(),
+    })
+}
+
+/// The monthly gates of third-party corps, one per app and corp, kept across reloads (a
+/// reload changes a gate's budget; the count stays).
+struct CorpGates {
+    store: Arc<dyn TaskStore>,
+    telemetry: Arc<Telemetry>,
+    gates: std::sync::Mutex<HashMap<BudgetScope, Arc<MonthlyCallGate>>>,
+}
+
+impl CorpGates {
+    /// The gate of `app`'s corp with the corp's budget; `None` for an internal app.
+    fn gate_for(&self, app: &AppConfig) -> Result<Option<Arc<dyn CallGate>>, String> {
+        let (Some(scope), Some(corp)) = (budget_scope(app), &app.corp) else {
+            return Ok(None);
+        };
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(gate) = gates.get(&scope) {
+            gate.set_budget(corp.monthly_call_budget);
+            return Ok(Some(gate.clone() as Arc<dyn CallGate>));
+        }
+        let gate = Arc::new(
+            MonthlyCallGate::for_scope(
+                self.store.clone(),
+                Some(scope.clone()),
+                corp.monthly_call_budget,
+                self.telemetry.clone(),
+                now_ms(),
+            )
+            .map_err(|err| err.to_string())?,
+        );
+        gates.insert(scope, gate.clone());
+        Ok(Some(gate as Arc<dyn CallGate>))
+    }
 }
 
 /// Tracks the config file's static tasks; tasks already tracked keep their state.
@@ -308,13 +378,23 @@ pub struct Running {
 /// one: its app secret (in `gettoken`'s query) and access tokens would cross the network in
 /// clear text. Loopback is fine: a local simulator or a TLS-terminating sidecar.
 fn warn_about_plain_http(config: &Config) {
+    // A third-party app is one entry per corp; it is named once per URL.
+    let mut warned = std::collections::HashSet::new();
     for app in &config.apps {
-        if let Some(host) = plain_http_remote_host(&app.api_url) {
-            tracing::warn!(
-                app = %app.name,
-                api_url = %app.api_url,
-                "the DingTalk API URL is plain http:// to {host}: the app secret and access tokens travel in clear text; use https://"
-            );
+        // The unified and corpAccessToken APIs send the secret to the newer API host.
+        let token_url = matches!(app.token_api, TokenApi::Unified | TokenApi::CorpAccessToken)
+            .then_some(config.dingtalk.openapi_url.as_str());
+        for url in std::iter::once(app.api_url.as_str()).chain(token_url) {
+            if !warned.insert((app.name.as_str(), url)) {
+                continue;
+            }
+            if let Some(host) = plain_http_remote_host(url) {
+                tracing::warn!(
+                    app = %app.name,
+                    api_url = %url,
+                    "the DingTalk API URL is plain http:// to {host}: the app secret and access tokens travel in clear text; use https://"
+                );
+            }
         }
     }
 }
@@ -360,13 +440,23 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
 
     let client_telemetry = telemetry.clone();
     let client_gate: Arc<dyn CallGate> = budget.clone();
+    let corp_gates = CorpGates {
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        gates: std::sync::Mutex::new(HashMap::new()),
+    };
     let factory: ClientFactory = Box::new(move |app: &AppConfig, config: &Config| {
+        // Each corp of a third-party app has its own quota, so its own gate.
+        let gate = match corp_gates.gate_for(app)? {
+            Some(gate) => gate,
+            None => client_gate.clone(),
+        };
         let client = DingTalkClient::new(
             app,
             &config.dingtalk,
             config.poll.max_interval,
             client_telemetry.clone(),
-            client_gate.clone(),
+            gate,
         )?;
         Ok(Arc::new(client) as Arc<dyn DeliveryApi>)
     });
@@ -585,6 +675,7 @@ mod tests {
                 max_qps,
                 monthly_call_budget: 0,
                 timeout: Duration::from_secs(10),
+                openapi_url: "https://api.dingtalk.com".to_string(),
             },
             poll: PollSettings {
                 min_interval: Duration::from_secs(5),
@@ -599,6 +690,9 @@ mod tests {
                 app_key: "key".to_string(),
                 app_secret: Secret::new("secret"),
                 api_url: "http://127.0.0.1:9".to_string(),
+                token_api: crate::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             }],
             static_tasks: Vec::new(),
             log: LogSettings {

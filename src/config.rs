@@ -97,6 +97,8 @@ pub const UNCONFIGURED_APP: &str = "unconfigured";
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":10050";
 pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 pub const DEFAULT_API_URL: &str = "https://oapi.dingtalk.com";
+/// DingTalk's newer API host, where the corp tokens of third-party apps come from.
+pub const DEFAULT_OPENAPI_URL: &str = "https://api.dingtalk.com";
 pub const DEFAULT_MAX_QPS: u32 = 10;
 pub const DEFAULT_MONTHLY_CALL_BUDGET: u64 = 0;
 /// The demo's budget: the free edition's monthly quota, so the budget panels have data.
@@ -159,6 +161,8 @@ pub struct DingTalkSettings {
     /// Metered calls allowed per calendar month; 0 means no budget.
     pub monthly_call_budget: u64,
     pub timeout: Duration,
+    /// `--dingtalk.openapi-url`: the host of the newer token APIs (`/v1.0/oauth2/...`).
+    pub openapi_url: String,
 }
 
 #[derive(Clone, Debug)]
@@ -179,9 +183,68 @@ pub struct AppConfig {
     pub name: String,
     /// Tasks of this agent use this app; `None` for the `default` app.
     pub agent_id: Option<i64>,
+    /// The app key, or a third-party app's SuiteKey.
     pub app_key: String,
+    /// The app secret, or a third-party app's SuiteSecret.
     pub app_secret: Secret,
     pub api_url: String,
+    /// Where the access tokens come from.
+    pub token_api: TokenApi,
+    /// The organisation the token is for: a third-party app's corp, or an internal app's own
+    /// corp when it uses the unified token API. `None` for `gettoken`.
+    pub corp_id: Option<String>,
+    /// For one corp of a third-party app: its label, budget and suite ticket.
+    pub corp: Option<CorpSettings>,
+}
+
+/// How an app gets its access tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenApi {
+    /// `GET {api_url}/gettoken` with the app key and secret (internal apps).
+    GetToken,
+    /// `POST {openapi_url}/v1.0/oauth2/{corpId}/token`: client credentials, no suite ticket.
+    Unified,
+    /// `POST {openapi_url}/v1.0/oauth2/corpAccessToken` with the suite ticket.
+    CorpAccessToken,
+    /// `POST {api_url}/service/get_corp_token`, signed with the suite secret and ticket.
+    GetCorpToken,
+}
+
+impl TokenApi {
+    /// The word used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenApi::GetToken => "gettoken",
+            TokenApi::Unified => "unified",
+            TokenApi::CorpAccessToken => "corp_access_token",
+            TokenApi::GetCorpToken => "get_corp_token",
+        }
+    }
+
+    /// Whether the API needs the suite ticket DingTalk pushes to the ISV.
+    pub fn needs_suite_ticket(self) -> bool {
+        matches!(self, TokenApi::CorpAccessToken | TokenApi::GetCorpToken)
+    }
+}
+
+/// One organisation (corp) that authorised a third-party app: its own agent, token, quota
+/// and budget.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorpSettings {
+    /// The `corp` label value.
+    pub name: String,
+    /// Metered calls this corp's polling may make per calendar month; 0 for no budget.
+    pub monthly_call_budget: u64,
+    /// The file the ISV's callback service keeps the latest suite ticket in.
+    pub suite_ticket_file: Option<PathBuf>,
+}
+
+impl AppConfig {
+    /// The `corp` label of this app's series: the corp's name for a third-party app.
+    pub fn corp_label(&self) -> Option<&str> {
+        self.corp.as_ref().map(|corp| corp.name.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -258,6 +321,12 @@ impl Config {
             .iter()
             .find(|app| app.agent_id == Some(agent_id))
             .or_else(|| self.apps.iter().find(|app| app.agent_id.is_none()))
+    }
+
+    /// The `corp` label of tasks of `agent_id`: set when a third-party app's corp polls them.
+    pub fn corp_label(&self, agent_id: i64) -> Option<&str> {
+        self.app_for_agent(agent_id)
+            .and_then(|app| app.corp_label())
     }
 
     /// The `app` label of tasks of `agent_id`: the app whose credentials poll them, or

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use prometheus::core::{Collector, Desc, MetricVec, MetricVecBuilder};
 use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -21,18 +22,19 @@ pub struct Telemetry {
     api_errors: IntCounterVec,
     /// `dingtalk_api_request_duration_seconds{api}`
     api_duration: HistogramVec,
-    /// `dingtalk_api_month_calls`
+    /// `dingtalk_api_month_calls`, and `{app,corp}` for each corp of a third-party app
     month_calls: IntGauge,
-    /// `dingtalk_token_refreshes_total{app}`
-    token_refreshes: IntCounterVec,
+    corp_month_calls: IntGaugeVec,
+    /// `dingtalk_token_refreshes_total{app}` (`{app,corp}` for third-party apps, as below)
+    token_refreshes: PerApp<IntCounterVec>,
     /// `dingtalk_token_refresh_failures_total{app}`
-    token_refresh_failures: IntCounterVec,
+    token_refresh_failures: PerApp<IntCounterVec>,
     /// `dingtalk_token_expiry_timestamp_seconds{app}`
-    token_expiry: GaugeVec,
+    token_expiry: PerApp<GaugeVec>,
     /// `dingtalk_up{app}`
-    up: IntGaugeVec,
+    up: PerApp<IntGaugeVec>,
     /// `dingtalk_last_poll_success_timestamp_seconds{app}`
-    last_poll_success: GaugeVec,
+    last_poll_success: PerApp<GaugeVec>,
     /// `dingtalk_poll_lag_seconds`
     poll_lag: Gauge,
     /// `dingtalk_config_last_reload_successful`
@@ -139,46 +141,64 @@ impl Telemetry {
             "Metered DingTalk API calls made this calendar month (Asia/Shanghai), kept across restarts.",
         )
         .expect("valid metric");
-        let token_refreshes = IntCounterVec::new(
+        let corp_month_calls = IntGaugeVec::new(
             Opts::new(
-                "dingtalk_token_refreshes_total",
-                "Access token fetches (gettoken) by app.",
+                "dingtalk_api_month_calls",
+                "Metered DingTalk API calls made this calendar month (Asia/Shanghai), kept across restarts.",
             ),
-            &["app"],
+            &["app", "corp"],
         )
         .expect("valid metric");
-        let token_refresh_failures = IntCounterVec::new(
-            Opts::new(
-                "dingtalk_token_refresh_failures_total",
-                "Failed access token fetches by app.",
-            ),
-            &["app"],
-        )
-        .expect("valid metric");
-        let token_expiry = GaugeVec::new(
-            Opts::new(
-                "dingtalk_token_expiry_timestamp_seconds",
-                "When the cached access token of an app expires.",
-            ),
-            &["app"],
-        )
-        .expect("valid metric");
-        let up = IntGaugeVec::new(
-            Opts::new(
+        let token_refreshes = PerApp::<IntCounterVec>::new(|labels| {
+            IntCounterVec::new(
+                Opts::new(
+                    "dingtalk_token_refreshes_total",
+                    "Access token fetches by app (and corp, for third-party apps).",
+                ),
+                labels,
+            )
+            .expect("valid metric")
+        });
+        let token_refresh_failures = PerApp::<IntCounterVec>::new(|labels| {
+            IntCounterVec::new(
+                Opts::new(
+                    "dingtalk_token_refresh_failures_total",
+                    "Failed access token fetches by app (and corp, for third-party apps).",
+                ),
+                labels,
+            )
+            .expect("valid metric")
+        });
+        let token_expiry = PerApp::<GaugeVec>::new(|labels| {
+            GaugeVec::new(
+                Opts::new(
+                    "dingtalk_token_expiry_timestamp_seconds",
+                    "When the cached access token of an app (of a corp, for third-party apps) expires.",
+                ),
+                labels,
+            )
+            .expect("valid metric")
+        });
+        let up = PerApp::<IntGaugeVec>::new(|labels| {
+            IntGaugeVec::new(
+                Opts::new(
                 "dingtalk_up",
-                "1 when the app's last DingTalk call reached DingTalk and was authenticated, else 0.",
+                "1 when the last DingTalk call of an app (of a corp, for third-party apps) reached DingTalk and was authenticated, else 0.",
             ),
-            &["app"],
-        )
-        .expect("valid metric");
-        let last_poll_success = GaugeVec::new(
-            Opts::new(
-                "dingtalk_last_poll_success_timestamp_seconds",
-                "When a poll of an app's task last got a successful answer.",
-            ),
-            &["app"],
-        )
-        .expect("valid metric");
+                labels,
+            )
+            .expect("valid metric")
+        });
+        let last_poll_success = PerApp::<GaugeVec>::new(|labels| {
+            GaugeVec::new(
+                Opts::new(
+                    "dingtalk_last_poll_success_timestamp_seconds",
+                    "When a poll of a task of an app (of a corp, for third-party apps) last got a successful answer.",
+                ),
+                labels,
+            )
+            .expect("valid metric")
+        });
         let poll_lag = Gauge::new(
             "dingtalk_poll_lag_seconds",
             "How far behind its schedule the most overdue task poll is.",
@@ -216,12 +236,15 @@ impl Telemetry {
             Box::new(api_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(api_errors.clone()),
             Box::new(api_duration.clone()),
-            Box::new(month_calls.clone()),
-            Box::new(token_refreshes.clone()),
-            Box::new(token_refresh_failures.clone()),
-            Box::new(token_expiry.clone()),
-            Box::new(up.clone()),
-            Box::new(last_poll_success.clone()),
+            Box::new(Merged {
+                shown: Box::new(month_calls.clone()),
+                beside: Box::new(corp_month_calls.clone()),
+            }),
+            Box::new(token_refreshes.collector()),
+            Box::new(token_refresh_failures.collector()),
+            Box::new(token_expiry.collector()),
+            Box::new(up.collector()),
+            Box::new(last_poll_success.collector()),
             Box::new(poll_lag.clone()),
             Box::new(config_reload_successful.clone()),
             Box::new(config_reload_timestamp.clone()),
@@ -239,6 +262,7 @@ impl Telemetry {
             api_errors,
             api_duration,
             month_calls,
+            corp_month_calls,
             token_refreshes,
             token_refresh_failures,
             token_expiry,
@@ -314,19 +338,23 @@ impl Telemetry {
         }
     }
 
-    /// The token series of an app exist from the moment its client is built.
-    pub fn start_app_series(&self, app: &str) {
-        self.token_refreshes.with_label_values(&[app]);
-        self.token_refresh_failures.with_label_values(&[app]);
+    /// The token series of an app (of a corp, for a third-party app) exist from the moment
+    /// its client is built.
+    pub fn start_app_series(&self, app: &str, corp: Option<&str>) {
+        self.token_refreshes.series(app, corp);
+        self.token_refresh_failures.series(app, corp);
     }
 
-    /// An app removed by a reload no longer has series.
-    pub fn forget_app(&self, app: &str) {
-        let _ = self.up.remove_label_values(&[app]);
-        let _ = self.token_expiry.remove_label_values(&[app]);
-        let _ = self.last_poll_success.remove_label_values(&[app]);
-        let _ = self.token_refreshes.remove_label_values(&[app]);
-        let _ = self.token_refresh_failures.remove_label_values(&[app]);
+    /// An app (or a third-party app's corp) removed by a reload no longer has series.
+    pub fn forget_app(&self, app: &str, corp: Option<&str>) {
+        self.up.remove(app, corp);
+        self.token_expiry.remove(app, corp);
+        self.last_poll_success.remove(app, corp);
+        self.token_refreshes.remove(app, corp);
+        self.token_refresh_failures.remove(app, corp);
+        if let Some(corp) = corp {
+            let _ = self.corp_month_calls.remove_label_values(&[app, corp]);
+        }
     }
 
     /// One DingTalk call that went out: its latency, and its error label when it failed
@@ -341,31 +369,29 @@ impl Telemetry {
         }
     }
 
-    /// A token fetch began for `app`.
-    pub fn record_token_refresh(&self, app: &str) {
-        self.token_refreshes.with_label_values(&[app]).inc();
+    /// A token fetch began for `app` (`corp` of a third-party app).
+    pub fn record_token_refresh(&self, app: &str, corp: Option<&str>) {
+        self.token_refreshes.series(app, corp).inc();
     }
 
-    /// A token fetch for `app` got a token valid until `expires_at_s` (Unix seconds).
-    pub fn record_token_issued(&self, app: &str, expires_at_s: f64) {
-        self.token_expiry
-            .with_label_values(&[app])
-            .set(expires_at_s);
+    /// A token fetch got a token valid until `expires_at_s` (Unix seconds).
+    pub fn record_token_issued(&self, app: &str, corp: Option<&str>, expires_at_s: f64) {
+        self.token_expiry.series(app, corp).set(expires_at_s);
     }
 
-    /// A token fetch for `app` failed (not merely held back).
-    pub fn record_token_refresh_failure(&self, app: &str) {
-        self.token_refresh_failures.with_label_values(&[app]).inc();
+    /// A token fetch failed (not merely held back).
+    pub fn record_token_refresh_failure(&self, app: &str, corp: Option<&str>) {
+        self.token_refresh_failures.series(app, corp).inc();
     }
 
-    /// Whether `app`'s last call reached DingTalk and was authenticated (`dingtalk_up`).
-    pub fn record_reachability(&self, app: &str, up: bool) {
-        self.up.with_label_values(&[app]).set(i64::from(up));
+    /// Whether the last call reached DingTalk and was authenticated (`dingtalk_up`).
+    pub fn record_reachability(&self, app: &str, corp: Option<&str>, up: bool) {
+        self.up.series(app, corp).set(i64::from(up));
     }
 
-    /// A poll of one of `app`'s tasks got a successful answer at `at_s` (Unix seconds).
-    pub fn record_poll_success(&self, app: &str, at_s: f64) {
-        self.last_poll_success.with_label_values(&[app]).set(at_s);
+    /// A poll of one of the app's (corp's) tasks got a successful answer at `at_s`.
+    pub fn record_poll_success(&self, app: &str, corp: Option<&str>, at_s: f64) {
+        self.last_poll_success.series(app, corp).set(at_s);
     }
 
     /// How far behind its schedule the most overdue poll is.
@@ -373,10 +399,17 @@ impl Telemetry {
         self.poll_lag.set(lag_s);
     }
 
-    /// The metered calls counted this quota month.
-    pub fn record_month_calls(&self, calls: u64) {
-        self.month_calls
-            .set(i64::try_from(calls).unwrap_or(i64::MAX));
+    /// The metered calls counted this quota month: the organisation's of the internal apps
+    /// (`scope` `None`), or one third-party corp's (`Some((app, corp))`).
+    pub fn record_month_calls(&self, scope: Option<(&str, &str)>, calls: u64) {
+        let calls = i64::try_from(calls).unwrap_or(i64::MAX);
+        match scope {
+            None => self.month_calls.set(calls),
+            Some((app, corp)) => self
+                .corp_month_calls
+                .with_label_values(&[app, corp])
+                .set(calls),
+        }
     }
 
     /// The outcome of loading the configuration (at start or on reload) at `at_s`.
@@ -444,6 +477,71 @@ impl Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         Telemetry::new()
+    }
+}
+
+/// A per-app metric: labelled `app` for internal apps, `app` and `corp` for the corps of
+/// third-party apps, published as one family.
+struct PerApp<V> {
+    apps: V,
+    corps: V,
+}
+
+impl<T: MetricVecBuilder> PerApp<MetricVec<T>>
+where
+    MetricVec<T>: Collector + Clone + 'static,
+{
+    fn new(build: impl Fn(&[&str]) -> MetricVec<T>) -> Self {
+        PerApp {
+            apps: build(&["app"]),
+            corps: build(&["app", "corp"]),
+        }
+    }
+
+    fn series(&self, app: &str, corp: Option<&str>) -> T::M {
+        match corp {
+            None => self.apps.with_label_values(&[app]),
+            Some(corp) => self.corps.with_label_values(&[app, corp]),
+        }
+    }
+
+    fn remove(&self, app: &str, corp: Option<&str>) {
+        let _ = match corp {
+            None => self.apps.remove_label_values(&[app]),
+            Some(corp) => self.corps.remove_label_values(&[app, corp]),
+        };
+    }
+
+    fn collector(&self) -> Merged {
+        Merged {
+            shown: Box::new(self.apps.clone()),
+            beside: Box::new(self.corps.clone()),
+        }
+    }
+}
+
+/// Two collectors of one metric name with different label names, registered as one: the
+/// registry refuses a second descriptor of a name with other labels, but merges the samples
+/// of every collector into one family when gathering.
+struct Merged {
+    shown: Box<dyn Collector>,
+    beside: Box<dyn Collector>,
+}
+
+impl Collector for Merged {
+    fn desc(&self) -> Vec<&Desc> {
+        self.shown.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.shown.collect();
+        families.extend(
+            self.beside
+                .collect()
+                .into_iter()
+                .filter(|family| !family.get_metric().is_empty()),
+        );
+        families
     }
 }
 

@@ -202,7 +202,7 @@ async fn reloads_say_what_they_did_not_do() {
         "{text}"
     );
     assert!(
-        exporter.logs().contains("restart to apply"),
+        exporter.logged_soon("restart to apply"),
         "{}",
         exporter.logs()
     );

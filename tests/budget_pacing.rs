@@ -30,7 +30,7 @@ fn scratch_file() -> (tempfile::TempDir, PathBuf) {
 fn spend_earlier(path: &Path, now_ms: i64, calls: u64) {
     let store = SqliteStore::open(path).expect("open store");
     store
-        .add_month_calls(&quota_month(now_ms), calls)
+        .add_month_calls("", &quota_month(now_ms), calls)
         .expect("count earlier calls");
 }
 
@@ -45,7 +45,7 @@ fn start_gate(path: &Path, budget: u64, now_ms: i64) -> (MonthlyCallGate, Arc<Te
 fn stored_calls(path: &Path, now_ms: i64) -> u64 {
     SqliteStore::open(path)
         .expect("reader")
-        .month_calls(&quota_month(now_ms))
+        .month_calls("", &quota_month(now_ms))
         .expect("count")
 }
 

@@ -80,6 +80,9 @@ fn two_apps_static_tasks_and_poll_section_load() {
                 app_key: "dingabc123".into(),
                 app_secret: Secret::new(SECRET),
                 api_url: "https://oapi.dingtalk.com".into(),
+                token_api: dingtalk_exporter::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             },
             AppConfig {
                 name: "it-alerts".into(),
@@ -87,6 +90,9 @@ fn two_apps_static_tasks_and_poll_section_load() {
                 app_key: "dingdef456".into(),
                 app_secret: Secret::new("inline-secret"),
                 api_url: "http://127.0.0.1:9/dingtalk".into(),
+                token_api: dingtalk_exporter::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             },
         ]
     );
@@ -134,10 +140,24 @@ fn example_config_file_loads() {
         .replace("/var/lib/dingtalk-exporter/", &format!("{root}/"));
     write(dir.path(), "dingtalk-hr", "hr\n");
     write(dir.path(), "dingtalk-it", "it\n");
+    write(dir.path(), "isv-suite", "suite\n");
 
     let config = load_yaml(dir.path(), &example, &[]).unwrap();
-    let names: Vec<&str> = config.apps.iter().map(|app| app.name.as_str()).collect();
-    assert_eq!(names, ["hr-notices", "it-alerts"]);
+    let names: Vec<(&str, Option<&str>)> = config
+        .apps
+        .iter()
+        .map(|app| (app.name.as_str(), app.corp_label()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("hr-notices", None),
+            ("it-alerts", None),
+            ("isv-suite", Some("acme")),
+            ("isv-suite", Some("globex"))
+        ]
+    );
+    assert_eq!(config.corp_label(1234567891), Some("globex"));
     assert_eq!(config.static_tasks.len(), 2);
     assert_eq!(config.dingtalk.monthly_call_budget, 5000);
     assert_eq!(config.log.format, LogFormat::Logfmt);
@@ -189,6 +209,9 @@ log: {level: debug, format: json}
             app_key: "dingdefault".into(),
             app_secret: Secret::new("default-secret"),
             api_url: "http://127.0.0.1:1".into(),
+            token_api: dingtalk_exporter::config::TokenApi::GetToken,
+            corp_id: None,
+            corp: None,
         }]
     );
 }
@@ -702,6 +725,9 @@ fn demo_config_points_at_the_simulator() {
             app_key: "demo-key".into(),
             app_secret: Secret::new("demo-secret"),
             api_url: "http://127.0.0.1:4321".into(),
+            token_api: dingtalk_exporter::config::TokenApi::GetToken,
+            corp_id: None,
+            corp: None,
         }]
     );
 

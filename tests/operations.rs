@@ -209,7 +209,7 @@ async fn sighup_reload_with_a_broken_file_keeps_the_old_config() {
         "the broken file changed nothing"
     );
     assert!(
-        exporter.logs().contains("poll.min_interval"),
+        exporter.logged_soon("poll.min_interval"),
         "{}",
         exporter.logs()
     );

@@ -71,11 +71,11 @@ impl TaskStore for UnreliableStore {
     fn load_all(&self) -> Result<Vec<Task>, StoreError> {
         self.sqlite.load_all()
     }
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
-        self.sqlite.month_calls(month)
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
+        self.sqlite.month_calls(scope, month)
     }
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
-        self.sqlite.add_month_calls(month, calls)
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
+        self.sqlite.add_month_calls(scope, month, calls)
     }
     fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.sqlite.exporter_state(key)

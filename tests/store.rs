@@ -187,14 +187,26 @@ fn reopening_the_file_keeps_everything() {
     {
         let store = SqliteStore::open(&path).expect("open");
         store.insert_new(&tasks).expect("insert");
-        store.add_month_calls("2026-11", 12).expect("count");
+        store.add_month_calls("", "2026-11", 12).expect("count");
+        store
+            .add_month_calls("isv/dingone", "2026-11", 5)
+            .expect("count a corp's calls");
         store
             .set_exporter_state("quota_exhausted", Some("{\"month\":\"2026-11\"}"))
             .expect("state");
     }
     let store = SqliteStore::open(&path).expect("reopen");
     assert_eq!(sorted(store.load_all().expect("load")), sorted(tasks));
-    assert_eq!(store.month_calls("2026-11").expect("calls"), 12);
+    assert_eq!(store.month_calls("", "2026-11").expect("calls"), 12);
+    // Each quota scope (a third-party corp) counts apart from the internal apps'.
+    assert_eq!(
+        store.month_calls("isv/dingone", "2026-11").expect("calls"),
+        5
+    );
+    assert_eq!(
+        store.month_calls("isv/dingtwo", "2026-11").expect("calls"),
+        0
+    );
     assert_eq!(
         store
             .exporter_state("quota_exhausted")
@@ -210,16 +222,16 @@ fn month_counter_is_per_month_and_persists() {
     let (_dir, path) = scratch_file();
     {
         let store = SqliteStore::open(&path).expect("open");
-        assert_eq!(store.month_calls("2026-11").expect("unseen month"), 0);
-        assert_eq!(store.add_month_calls("2026-11", 1).expect("add"), 1);
-        assert_eq!(store.add_month_calls("2026-11", 4).expect("add"), 5);
-        assert_eq!(store.add_month_calls("2026-12", 2).expect("add"), 2);
+        assert_eq!(store.month_calls("", "2026-11").expect("unseen month"), 0);
+        assert_eq!(store.add_month_calls("", "2026-11", 1).expect("add"), 1);
+        assert_eq!(store.add_month_calls("", "2026-11", 4).expect("add"), 5);
+        assert_eq!(store.add_month_calls("", "2026-12", 2).expect("add"), 2);
     }
     let store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.month_calls("2026-11").expect("calls"), 5);
-    assert_eq!(store.month_calls("2026-12").expect("calls"), 2);
-    assert_eq!(store.month_calls("2027-01").expect("calls"), 0);
-    assert_eq!(store.add_month_calls("2026-12", 1).expect("add"), 3);
+    assert_eq!(store.month_calls("", "2026-11").expect("calls"), 5);
+    assert_eq!(store.month_calls("", "2026-12").expect("calls"), 2);
+    assert_eq!(store.month_calls("", "2027-01").expect("calls"), 0);
+    assert_eq!(store.add_month_calls("", "2026-12", 1).expect("add"), 3);
 }
 
 /// Exporter state can be written, overwritten and cleared.

@@ -82,7 +82,7 @@ fn budget_is_a_hard_ceiling_under_concurrent_callers() {
     let reader = SqliteStore::open(&path).expect("second connection");
     assert_eq!(
         reader
-            .month_calls(&quota_month(MID_NOVEMBER))
+            .month_calls("", &quota_month(MID_NOVEMBER))
             .expect("count"),
         budget,
         "each granted call was committed before it was granted"
@@ -117,8 +117,8 @@ fn month_rolls_over_at_shanghai_midnight() {
     assert_eq!(telemetry.month_calls(), 1);
 
     let store = SqliteStore::open(&path).expect("reader");
-    assert_eq!(store.month_calls("2026-11").expect("november"), 2);
-    assert_eq!(store.month_calls("2026-12").expect("december"), 1);
+    assert_eq!(store.month_calls("", "2026-11").expect("november"), 2);
+    assert_eq!(store.month_calls("", "2026-12").expect("december"), 1);
 }
 
 /// A restarted exporter continues the month's count (gauge included) instead of resetting it.
@@ -276,16 +276,16 @@ impl TaskStore for HeldCommitStore {
     fn load_all(&self) -> Result<Vec<Task>, StoreError> {
         self.inner.load_all()
     }
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
-        self.inner.month_calls(month)
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
+        self.inner.month_calls(scope, month)
     }
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
         let held = self.release_first.lock().expect("lock").take();
         if let Some(released) = held {
             released.recv().expect("the test releases the commit");
         }
-        self.inner.add_month_calls(month, calls)
+        self.inner.add_month_calls(scope, month, calls)
     }
     fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.exporter_state(key)
@@ -341,7 +341,7 @@ fn callers_waiting_on_a_commit_share_the_next_one() {
     assert_eq!(
         SqliteStore::open(&path)
             .expect("reader")
-            .month_calls(&quota_month(MID_NOVEMBER))
+            .month_calls("", &quota_month(MID_NOVEMBER))
             .expect("count"),
         9
     );

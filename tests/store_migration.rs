@@ -160,7 +160,8 @@ fn a_release_0_1_0_store_opens_and_migrates() {
         "text that is not JSON starts afresh"
     );
 
-    assert_eq!(store.month_calls("2026-11").unwrap(), 4242);
+    assert_eq!(store.month_calls("", "2026-11").unwrap(), 4242);
+    assert_eq!(store.month_calls("isv/dingone", "2026-11").unwrap(), 0);
     assert_eq!(
         store.exporter_state("quota_exhausted").unwrap().as_deref(),
         Some("2026-10")

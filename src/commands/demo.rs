@@ -5,6 +5,8 @@
 //! `getsendresult`, unknown to DingTalk), so that every metric and every dashboard panel
 //! has data. A small share of the simulator's answers are faults (busy, a gateway's 502,
 //! truncated JSON) and its tokens live ten minutes, so the error and token panels move too.
+//! Beside the internal app runs a third-party app (an ISV suite) authorised by two corps,
+//! each with its own token, quota and budget, so the `corp` series have data as well.
 //! A tracking proxy runs in front of the simulator, and a sample sender sends through it
 //! now and then, so the proxy's metrics and proxy-tracked tasks show as well.
 
@@ -17,11 +19,11 @@ use rand::{RngExt, SeedableRng};
 use super::cli::DemoArgs;
 use crate::assembly;
 use crate::clock::now_ms;
-use crate::config::{self, DemoTarget, ProxySettings};
+use crate::config::{self, AppConfig, Config, CorpSettings, DemoTarget, ProxySettings, TokenApi};
 use crate::secret::Secret;
 use crate::simulator::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, FaultConfig, FaultKind, SimConfig,
-    Simulator, Timeline,
+    SimCorp, SimSuite, Simulator, Timeline,
 };
 use crate::tracker::{NewTask, TaskKey, TaskSource, Tracker};
 
@@ -34,9 +36,59 @@ const DEMO_TOKEN_LIFETIME_MS: i64 = 10 * 60 * 1000;
 /// Where the demo's tracking proxy listens: loopback, on a port the OS picks.
 const DEMO_PROXY_LISTEN_ADDRESS: &str = "127.0.0.1:0";
 
+/// The demo's third-party app and its credentials at the simulator.
+const DEMO_SUITE_APP: &str = "isv-suite";
+const DEMO_SUITE_KEY: &str = "suitedemo";
+const DEMO_SUITE_SECRET: &str = "simulator-demo-suite-secret";
+
+/// The corps that authorised the demo's suite: corp id, `corp` label, agent id.
+const DEMO_CORPS: [(&str, &str, i64); 2] = [
+    ("dingdemoacme", "acme", DEMO_AGENT_ID + 1),
+    ("dingdemoglobex", "globex", DEMO_AGENT_ID + 2),
+];
+
+/// The suite's app in the exporter's configuration: one entry per corp, tokens from the
+/// unified API at the simulator, each corp with the free edition's quota as its budget.
+fn with_demo_suite(mut config: Config, simulator_url: &str) -> Config {
+    config.dingtalk.openapi_url = simulator_url.to_string();
+    for (corp_id, name, agent_id) in DEMO_CORPS {
+        config.apps.insert(
+            0,
+            AppConfig {
+                name: DEMO_SUITE_APP.to_string(),
+                agent_id: Some(agent_id),
+                app_key: DEMO_SUITE_KEY.to_string(),
+                app_secret: Secret::new(DEMO_SUITE_SECRET),
+                api_url: simulator_url.to_string(),
+                token_api: TokenApi::Unified,
+                corp_id: Some(corp_id.to_string()),
+                corp: Some(CorpSettings {
+                    name: name.to_string(),
+                    monthly_call_budget: config::DEMO_MONTHLY_CALL_BUDGET,
+                    suite_ticket_file: None,
+                }),
+            },
+        );
+    }
+    config
+}
+
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> Result<(), String> {
     let simulator = Simulator::start(SimConfig {
+        suites: vec![SimSuite {
+            suite_key: DEMO_SUITE_KEY.to_string(),
+            suite_secret: Secret::new(DEMO_SUITE_SECRET),
+            suite_ticket: "demo-ticket".to_string(),
+            corps: DEMO_CORPS
+                .iter()
+                .map(|(corp_id, _, agent_id)| SimCorp {
+                    corp_id: corp_id.to_string(),
+                    agent_id: *agent_id,
+                    monthly_quota: 0,
+                })
+                .collect(),
+        }],
         behaviour: Behaviour {
             token_lifetime_ms: DEMO_TOKEN_LIFETIME_MS,
             ..Behaviour::default()
@@ -59,18 +111,22 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         app_secret: Secret::new(DEMO_APP_SECRET),
         scratch_storage_path: scratch.path().join("demo.db"),
     };
-    let mut config =
-        config::load_demo(&args.settings, target.clone()).map_err(|err| err.to_string())?;
+    let simulator_url = simulator.url().to_string();
+    let mut config = config::load_demo(&args.settings, target.clone())
+        .map(|config| with_demo_suite(config, &simulator_url))
+        .map_err(|err| err.to_string())?;
     config.proxy = ProxySettings {
         listen_address: Some(DEMO_PROXY_LISTEN_ADDRESS.to_string()),
-        upstream_url: simulator.url().to_string(),
+        upstream_url: simulator_url.clone(),
     };
     // Another subscriber may already be installed (tests run the demo in-process).
     let _ = crate::logging::init(config.log);
 
     let reload_settings = args.settings.clone();
     let source = Box::new(move || {
-        config::load_demo(&reload_settings, target.clone()).map_err(|err| err.to_string())
+        config::load_demo(&reload_settings, target.clone())
+            .map(|config| with_demo_suite(config, &simulator_url))
+            .map_err(|err| err.to_string())
     });
     let running = assembly::start(config, source).await?;
 
@@ -220,6 +276,36 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
                 .collect()
         };
         let mut batch = Vec::new();
+        // The suite's corps get deliveries too: a fast and a slow one each at first, then
+        // now and then a fast one for one of them.
+        let corp_kinds: Vec<(i64, SampleKind)> = if round == 0 {
+            DEMO_CORPS
+                .iter()
+                .flat_map(|(_, _, agent_id)| {
+                    [(*agent_id, SampleKind::Fast), (*agent_id, SampleKind::Slow)]
+                })
+                .collect()
+        } else {
+            let (_, _, agent_id) = DEMO_CORPS[rng.random_range(0..DEMO_CORPS.len())];
+            vec![(agent_id, SampleKind::Fast)]
+        };
+        for (agent_id, kind) in corp_kinds {
+            let Some(timeline) = sample(kind, round == 0, &mut rng) else {
+                continue;
+            };
+            let recipients = Some(u64::from(timeline.recipients));
+            let task_id = simulator.add_task(agent_id, timeline);
+            batch.push(NewTask {
+                key: TaskKey { agent_id, task_id },
+                name: format!(
+                    "{} customer notice #{}",
+                    kind.label(),
+                    round * 10 + batch.len() as u64 + 1
+                ),
+                recipients,
+                source: TaskSource::Api,
+            });
+        }
         for kind in kinds {
             let (task_id, recipients) = match sample(kind, round == 0, &mut rng) {
                 Some(timeline) => {

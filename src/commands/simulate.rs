@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use clap::{Args, FromArgMatches};
 
 use crate::duration::PromDuration;
+use crate::secret::Secret;
 use crate::simulator::{
-    Behaviour, ExpiryStyle, FaultConfig, FaultKind, SimApp, SimConfig, Simulator,
+    Behaviour, ExpiryStyle, FaultConfig, FaultKind, SimApp, SimConfig, SimCorp, SimSuite, Simulator,
 };
 
 /// Flags of the `simulate` subcommand.
@@ -20,6 +21,14 @@ pub struct SimulatorArgs {
     /// demo app `dingsimdemo` with secret `simulator-demo-secret`.
     #[arg(long = "app", value_name = "KEY:SECRET", value_parser = parse_app)]
     pub apps: Vec<SimApp>,
+    /// A third-party app (suite) whose corps get tokens from the corp-token APIs, as
+    /// `SUITE_KEY:SUITE_SECRET:SUITE_TICKET`; repeat for several suites.
+    #[arg(long = "suite", value_name = "KEY:SECRET:TICKET", value_parser = parse_suite)]
+    pub suites: Vec<SimSuite>,
+    /// A corp that authorised a suite, as `SUITE_KEY:CORP_ID:AGENT_ID` with an optional
+    /// `:MONTHLY_QUOTA` (default: --monthly-quota); repeat for several corps.
+    #[arg(long = "corp", value_name = "SUITE_KEY:CORP_ID:AGENT_ID[:QUOTA]", value_parser = parse_corp)]
+    pub corps: Vec<(String, SimCorp)>,
     /// How long an access token lives.
     #[arg(long = "token-lifetime", default_value = "2h")]
     pub token_lifetime: PromDuration,
@@ -88,7 +97,66 @@ fn parse_app(text: &str) -> Result<SimApp, String> {
     }
 }
 
+fn parse_suite(text: &str) -> Result<SimSuite, String> {
+    let parts: Vec<&str> = text.splitn(3, ':').collect();
+    match parts[..] {
+        [key, secret, ticket] if !key.is_empty() && !secret.is_empty() && !ticket.is_empty() => {
+            Ok(SimSuite {
+                suite_key: key.to_string(),
+                suite_secret: Secret::new(secret),
+                suite_ticket: ticket.to_string(),
+                corps: Vec::new(),
+            })
+        }
+        _ => Err("a suite is SUITE_KEY:SUITE_SECRET:SUITE_TICKET, all non-empty".to_string()),
+    }
+}
+
+fn parse_corp(text: &str) -> Result<(String, SimCorp), String> {
+    let usage = "a corp is SUITE_KEY:CORP_ID:AGENT_ID or SUITE_KEY:CORP_ID:AGENT_ID:MONTHLY_QUOTA";
+    let parts: Vec<&str> = text.split(':').collect();
+    let (suite_key, corp_id, agent_id, quota) = match parts[..] {
+        [suite_key, corp_id, agent_id] => (suite_key, corp_id, agent_id, "0"),
+        [suite_key, corp_id, agent_id, quota] => (suite_key, corp_id, agent_id, quota),
+        _ => return Err(usage.to_string()),
+    };
+    let agent_id = agent_id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("{usage}; AGENT_ID is a positive integer"))?;
+    let monthly_quota = quota
+        .parse::<u64>()
+        .map_err(|_| format!("{usage}; MONTHLY_QUOTA is a whole number"))?;
+    if suite_key.is_empty() || corp_id.is_empty() {
+        return Err(usage.to_string());
+    }
+    Ok((
+        suite_key.to_string(),
+        SimCorp {
+            corp_id: corp_id.to_string(),
+            agent_id,
+            monthly_quota,
+        },
+    ))
+}
+
 impl SimulatorArgs {
+    /// The suites with their corps, as the flags name them.
+    fn suites(&self) -> Result<Vec<SimSuite>, String> {
+        let mut suites = self.suites.clone();
+        for (suite_key, corp) in &self.corps {
+            let suite = suites
+                .iter_mut()
+                .find(|suite| &suite.suite_key == suite_key)
+                .ok_or_else(|| {
+                    format!("--corp names suite {suite_key:?}, which no --suite gives")
+                })?;
+            suite.corps.push(corp.clone());
+        }
+        Ok(suites)
+    }
+
     /// The simulator configuration these flags describe.
     pub fn config(&self) -> Result<SimConfig, String> {
         let seed = self.seed.unwrap_or_else(rand::random);
@@ -99,6 +167,7 @@ impl SimulatorArgs {
             } else {
                 self.apps.clone()
             },
+            suites: self.suites()?,
             seed,
             behaviour: Behaviour {
                 token_lifetime_ms: self.token_lifetime.as_millis(),
@@ -130,13 +199,19 @@ pub async fn run(args: SimulatorArgs) -> Result<(), String> {
     let app_keys = app_keys.join(", ");
     let seed = config.seed;
     let simulator = Simulator::start(config).await?;
-    println!("DingTalk API simulator listening on {}", simulator.url());
-    println!("  apps: {app_keys}");
-    println!("  fault and quirk seed: {seed}");
-    println!(
-        "  control API: {}/_sim/ (stats, tasks, faults, behaviour, expire-tokens, tokens)",
-        simulator.url()
+    // A reader that stops reading (`simulate | head -1`, a script that only wanted the
+    // address) must not stop the simulator: write errors of the banner are ignored.
+    let banner = format!(
+        "DingTalk API simulator listening on {url}\n  apps: {app_keys}\n  fault and quirk seed: {seed}\n  \
+         control API: {url}/_sim/ (stats, tasks, faults, behaviour, expire-tokens, suite-ticket, tokens)\n",
+        url = simulator.url()
     );
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes());
+        let _ = stdout.flush();
+    }
     stop_signal().await?;
     simulator.shutdown().await;
     Ok(())
@@ -237,5 +312,38 @@ mod tests {
             ..SimulatorArgs::default()
         };
         assert!(args.config().is_err());
+    }
+
+    /// Suites and their corps come from --suite and --corp; a corp of an unknown suite is
+    /// refused.
+    #[test]
+    fn suite_and_corp_flags_configure_third_party_apps() {
+        let parse = |args: &[&str]| {
+            let command = SimulatorArgs::augment_args(clap::Command::new("simulate"));
+            let matches = command
+                .try_get_matches_from(std::iter::once("simulate").chain(args.iter().copied()))
+                .unwrap();
+            SimulatorArgs::from_arg_matches(&matches).unwrap().config()
+        };
+        let config = parse(&[
+            "--suite",
+            "suite1:secret:ticket",
+            "--corp",
+            "suite1:dingone:11",
+            "--corp",
+            "suite1:dingtwo:12:300",
+        ])
+        .unwrap();
+        assert_eq!(config.suites.len(), 1);
+        assert_eq!(config.suites[0].suite_ticket, "ticket");
+        assert_eq!(
+            config.suites[0].corps[1],
+            SimCorp {
+                corp_id: "dingtwo".into(),
+                agent_id: 12,
+                monthly_quota: 300
+            }
+        );
+        assert!(parse(&["--corp", "nosuch:dingone:11"]).is_err());
     }
 }

@@ -57,6 +57,7 @@ pub(super) struct DingTalkSection {
     pub max_qps: Option<u32>,
     pub monthly_call_budget: Option<u64>,
     pub timeout: Option<FileDuration>,
+    pub openapi_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +98,26 @@ pub(super) struct AppEntry {
     pub app_secret_file: Option<PathBuf>,
     pub app_secret: Option<Secret>,
     pub api_url: Option<String>,
+    /// `internal` (the default) or `third_party`.
+    pub kind: Option<String>,
+    pub token_api: Option<String>,
+    /// An internal app's own corp, for `token_api: unified`.
+    pub corp_id: Option<String>,
+    pub suite_key: Option<String>,
+    pub suite_secret_file: Option<PathBuf>,
+    pub suite_secret: Option<Secret>,
+    pub suite_ticket_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub corps: Vec<CorpEntry>,
+}
+
+/// One entry of a third-party app's `corps`.
+#[derive(Debug, Deserialize)]
+pub(super) struct CorpEntry {
+    pub corp_id: Option<String>,
+    pub name: Option<String>,
+    pub agent_id: Option<RawId>,
+    pub monthly_call_budget: Option<u64>,
 }
 
 /// One entry of `tasks`.

@@ -214,6 +214,16 @@ pub struct DingTalkFlags {
         help_heading = "DingTalk"
     )]
     pub timeout: Option<PromDuration>,
+
+    /// Base URL of DingTalk's newer API host, where third-party apps get their corps'
+    /// access tokens. [default: https://api.dingtalk.com]
+    #[arg(
+        long = "dingtalk.openapi-url",
+        env = "DINGTALK_EXPORTER_DINGTALK_OPENAPI_URL",
+        value_name = "URL",
+        help_heading = "DingTalk"
+    )]
+    pub openapi_url: Option<String>,
 }
 
 /// How tasks are polled and kept; shared by the exporter and the demo.

@@ -52,11 +52,41 @@ fn describe(source: &str, resolved: &Resolved) -> String {
             Some(agent_id) => format!("agent_id {agent_id}"),
             None => "every agent no other app claims".to_string(),
         };
-        let _ = writeln!(
-            text,
-            "  {}: {agent}, app_key {}, api_url {}, secret {secret_source}",
-            app.name, app.app_key, app.api_url
-        );
+        match &app.corp {
+            None => {
+                let tokens = match (&app.token_api, &app.corp_id) {
+                    (crate::config::TokenApi::Unified, Some(corp_id)) => {
+                        format!(", tokens from the unified API for corp {corp_id}")
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    text,
+                    "  {}: {agent}, app_key {}, api_url {}{tokens}, secret {secret_source}",
+                    app.name, app.app_key, app.api_url
+                );
+            }
+            Some(corp) => {
+                let budget = match corp.monthly_call_budget {
+                    0 => "no monthly budget".to_string(),
+                    budget => format!("monthly budget {budget}"),
+                };
+                let ticket = corp
+                    .suite_ticket_file
+                    .as_ref()
+                    .map(|path| format!(", suite ticket from {}", path.display()))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    text,
+                    "  {} (third-party) corp {} ({}): {agent}, suite_key {}, token_api {}{ticket}, {budget}, suite secret {secret_source}",
+                    app.name,
+                    corp.name,
+                    app.corp_id.as_deref().unwrap_or_default(),
+                    app.app_key,
+                    app.token_api.as_str()
+                );
+            }
+        }
     }
 
     let _ = writeln!(text, "static tasks: {}", config.static_tasks.len());

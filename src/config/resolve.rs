@@ -15,12 +15,12 @@ use crate::duration::PromDuration;
 use crate::secret::Secret;
 
 use super::{
-    AppConfig, Config, ConfigError, ConfigErrors, DEFAULT_API_URL, DEFAULT_APP,
-    DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET,
+    AppConfig, Config, ConfigError, ConfigErrors, CorpSettings, DEFAULT_API_URL, DEFAULT_APP,
+    DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET, DEFAULT_OPENAPI_URL,
     DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
     DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, ProxySettings, StaticTask,
-    WebSettings, file, rules,
+    TokenApi, WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -135,6 +135,10 @@ const PROXY_UPSTREAM_URL: Key = Key {
 const API_URL: Key = Key {
     flag: "--dingtalk.api-url",
     file: "dingtalk.api_url",
+};
+const OPENAPI_URL: Key = Key {
+    flag: "--dingtalk.openapi-url",
+    file: "dingtalk.openapi_url",
 };
 const APP_KEY: Key = Key {
     flag: "--dingtalk.app-key",
@@ -531,10 +535,22 @@ impl Resolver {
             file.timeout.map(|d| d.0),
             PromDuration(DEFAULT_TIMEOUT),
         );
+        let timeout = self.positive(TIMEOUT, picked);
+        let (openapi_url, origin) = self.pick(
+            OPENAPI_URL,
+            flags.dingtalk.openapi_url.clone(),
+            file.openapi_url.clone(),
+            DEFAULT_OPENAPI_URL.to_string(),
+        );
+        let openapi_url = rules::normalize_api_url(&openapi_url).unwrap_or_else(|problem| {
+            self.error(OPENAPI_URL.name(origin), problem);
+            openapi_url
+        });
         DingTalkSettings {
             max_qps,
             monthly_call_budget,
-            timeout: self.positive(TIMEOUT, picked),
+            timeout,
+            openapi_url,
         }
     }
 
@@ -651,7 +667,18 @@ fn read_config_file(resolver: &mut Resolver, path: &Path) -> Result<file::FileCo
 /// The keys the file accepts beside an unknown one, for the error message.
 fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
     let section = unknown.rsplit_once('.').map_or("", |(section, _)| section);
-    let section = section.split('[').next().unwrap_or(section);
+    // `apps[0].corps[1]` is the section `apps.corps`.
+    let mut plain = String::new();
+    let mut in_index = false;
+    for c in section.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            c if !in_index => plain.push(c),
+            _ => {}
+        }
+    }
+    let section = plain.as_str();
     let known: &'static [&'static str] = match section {
         "" => &[
             "web",
@@ -677,6 +704,7 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "max_qps",
             "monthly_call_budget",
             "timeout",
+            "openapi_url",
         ],
         "storage" => &["path"],
         "poll" => &["min_interval", "max_interval"],
@@ -689,7 +717,16 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "app_secret_file",
             "app_secret",
             "api_url",
+            "kind",
+            "token_api",
+            "corp_id",
+            "suite_key",
+            "suite_secret_file",
+            "suite_secret",
+            "suite_ticket_file",
+            "corps",
         ],
+        "apps.corps" => &["corp_id", "name", "agent_id", "monthly_call_budget"],
         "tasks" => &["agent_id", "task_id", "name"],
         _ => return None,
     };
@@ -697,7 +734,7 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
 }
 
 /// The apps of the file's `apps` list, each validated; invalid ones are left out (their
-/// problems are recorded).
+/// problems are recorded). A third-party app yields one entry per corp.
 fn file_apps(
     resolver: &mut Resolver,
     entries: Vec<file::AppEntry>,
@@ -705,12 +742,12 @@ fn file_apps(
 ) -> Vec<(AppConfig, SecretSource)> {
     let mut apps = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
-    let mut agents: HashMap<i64, usize> = HashMap::new();
-    for (index, entry) in entries.into_iter().enumerate() {
+    let mut agents: HashMap<i64, String> = HashMap::new();
+    for (index, mut entry) in entries.into_iter().enumerate() {
         let at = |field: &str| format!("apps[{index}].{field}");
         let errors_before = resolver.errors.len();
 
-        let name = entry.name.unwrap_or_default();
+        let name = entry.name.take().unwrap_or_default();
         if name.trim().is_empty() {
             resolver.error(
                 at("name"),
@@ -727,6 +764,63 @@ fn file_apps(
             names.insert(name.clone(), index);
         }
 
+        let api_url = match entry.api_url.take() {
+            None => default_api_url.to_string(),
+            Some(url) => rules::normalize_api_url(&url).unwrap_or_else(|problem| {
+                resolver.error(at("api_url"), problem);
+                url
+            }),
+        };
+
+        let third_party = match entry.kind.as_deref() {
+            None | Some("internal") => false,
+            Some("third_party") => true,
+            Some(other) => {
+                resolver.error(
+                    at("kind"),
+                    format!("{other:?} is not an app kind: internal (the default) or third_party"),
+                );
+                continue;
+            }
+        };
+        if third_party {
+            let corps = third_party_app(resolver, index, entry, &mut agents);
+            if resolver.errors.len() == errors_before
+                && let Some((template, source, corps)) = corps
+            {
+                for (corp_id, agent_id, corp) in corps {
+                    apps.push((
+                        AppConfig {
+                            name: name.clone(),
+                            agent_id: Some(agent_id),
+                            corp_id: Some(corp_id),
+                            corp: Some(corp),
+                            api_url: api_url.clone(),
+                            ..template.clone()
+                        },
+                        source.clone(),
+                    ));
+                }
+            }
+            continue;
+        }
+
+        for field in [
+            ("suite_key", entry.suite_key.is_some()),
+            ("suite_secret_file", entry.suite_secret_file.is_some()),
+            ("suite_secret", entry.suite_secret.is_some()),
+            ("suite_ticket_file", entry.suite_ticket_file.is_some()),
+            ("corps", !entry.corps.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(field, given)| given.then_some(field))
+        {
+            resolver.error(
+                at(field),
+                "only third-party apps have this; add `kind: third_party` or remove it",
+            );
+        }
+
         let agent_id = match entry.agent_id {
             None => {
                 resolver.error(
@@ -735,23 +829,13 @@ fn file_apps(
                 );
                 None
             }
-            Some(raw) => match rules::raw_id(raw) {
-                Err(problem) => {
-                    resolver.error(at("agent_id"), problem);
-                    None
-                }
-                Ok(agent_id) => {
-                    if let Some(first) = agents.get(&agent_id) {
-                        resolver.error(
-                            at("agent_id"),
-                            format!("duplicate agent {agent_id} (also apps[{first}])"),
-                        );
-                    } else {
-                        agents.insert(agent_id, index);
-                    }
-                    Some(agent_id)
-                }
-            },
+            Some(raw) => claim_agent(
+                resolver,
+                &mut agents,
+                raw,
+                at("agent_id"),
+                &format!("apps[{index}]"),
+            ),
         };
 
         let app_key = entry.app_key.unwrap_or_default();
@@ -759,45 +843,50 @@ fn file_apps(
             resolver.error(at("app_key"), problem);
         }
 
-        let secret = match (entry.app_secret_file, entry.app_secret) {
-            (Some(_), Some(_)) => {
+        let secret = secret_of(
+            resolver,
+            index,
+            ("app_secret_file", entry.app_secret_file),
+            ("app_secret", entry.app_secret),
+            "the app secret",
+        );
+
+        let token_api = match entry.token_api.as_deref() {
+            None | Some("gettoken") => TokenApi::GetToken,
+            Some("unified") => TokenApi::Unified,
+            Some(other) => {
                 resolver.error(
-                    format!("apps[{index}]"),
-                    "give app_secret_file or app_secret, not both",
+                    at("token_api"),
+                    format!(
+                        "{other:?} is not a token API of internal apps: gettoken (the default) \
+                         or unified (with corp_id)"
+                    ),
                 );
-                None
-            }
-            (None, None) => {
-                resolver.error(
-                    at("app_secret_file"),
-                    "missing: give the app secret in a file (app_secret_file) or inline \
-                     (app_secret)",
-                );
-                None
-            }
-            (Some(path), None) => {
-                let path = resolver.file_relative(path);
-                resolver
-                    .read_secret(&at("app_secret_file"), &path)
-                    .map(|secret| (secret, SecretSource::File(path)))
-            }
-            (None, Some(secret)) => {
-                let secret = Secret::new(secret.expose().trim());
-                if secret.is_empty() {
-                    resolver.error(at("app_secret"), "is empty");
-                    None
-                } else {
-                    Some((secret, SecretSource::Inline))
-                }
+                TokenApi::GetToken
             }
         };
-
-        let api_url = match entry.api_url {
-            None => default_api_url.to_string(),
-            Some(url) => rules::normalize_api_url(&url).unwrap_or_else(|problem| {
-                resolver.error(at("api_url"), problem);
-                url
-            }),
+        let corp_id = match (token_api, entry.corp_id) {
+            (TokenApi::Unified, None) => {
+                resolver.error(
+                    at("corp_id"),
+                    "missing: the unified token API needs the app's own corp id (ding...)",
+                );
+                None
+            }
+            (TokenApi::Unified, Some(corp_id)) => {
+                if let Err(problem) = rules::check_corp_id(&corp_id) {
+                    resolver.error(at("corp_id"), problem);
+                }
+                Some(corp_id)
+            }
+            (_, Some(_)) => {
+                resolver.error(
+                    at("corp_id"),
+                    "only used with `token_api: unified`; remove it or set token_api",
+                );
+                None
+            }
+            (_, None) => None,
         };
 
         if resolver.errors.len() == errors_before
@@ -810,12 +899,231 @@ fn file_apps(
                     app_key,
                     app_secret,
                     api_url,
+                    token_api,
+                    corp_id,
+                    corp: None,
                 },
                 source,
             ));
         }
     }
     apps
+}
+
+/// A validated corp: its id, its agent and its settings.
+type ValidCorp = (String, i64, CorpSettings);
+
+/// The suite-wide part of a third-party app (as an [`AppConfig`] to complete per corp), how
+/// its secret was given, and its corps; `None` when something is missing.
+fn third_party_app(
+    resolver: &mut Resolver,
+    index: usize,
+    entry: file::AppEntry,
+    agents: &mut HashMap<i64, String>,
+) -> Option<(AppConfig, SecretSource, Vec<ValidCorp>)> {
+    let at = |field: &str| format!("apps[{index}].{field}");
+    for (field, given) in [
+        ("app_key", entry.app_key.is_some()),
+        ("app_secret_file", entry.app_secret_file.is_some()),
+        ("app_secret", entry.app_secret.is_some()),
+        ("agent_id", entry.agent_id.is_some()),
+        ("corp_id", entry.corp_id.is_some()),
+    ] {
+        if given {
+            let hint = match field {
+                "agent_id" | "corp_id" => {
+                    "each corp of a third-party app has its own; give it under corps"
+                }
+                _ => "a third-party app uses suite_key and suite_secret_file (or suite_secret)",
+            };
+            resolver.error(at(field), format!("not for `kind: third_party`: {hint}"));
+        }
+    }
+    let suite_key = entry.suite_key.unwrap_or_default();
+    if suite_key.is_empty() {
+        resolver.error(at("suite_key"), "missing: the suite's SuiteKey (Client ID)");
+    } else if let Err(problem) = rules::check_app_key(&suite_key) {
+        resolver.error(at("suite_key"), problem.replace("AppKey", "SuiteKey"));
+    }
+    let secret = secret_of(
+        resolver,
+        index,
+        ("suite_secret_file", entry.suite_secret_file),
+        ("suite_secret", entry.suite_secret),
+        "the suite secret",
+    );
+    let token_api = match entry.token_api.as_deref() {
+        None | Some("unified") => TokenApi::Unified,
+        Some("corp_access_token") => TokenApi::CorpAccessToken,
+        Some("get_corp_token") => TokenApi::GetCorpToken,
+        Some(other) => {
+            resolver.error(
+                at("token_api"),
+                format!(
+                    "{other:?} is not a corp token API: unified (the default), \
+                     corp_access_token or get_corp_token"
+                ),
+            );
+            TokenApi::Unified
+        }
+    };
+    let suite_ticket_file = entry
+        .suite_ticket_file
+        .map(|path| resolver.file_relative(path));
+    if token_api.needs_suite_ticket() && suite_ticket_file.is_none() {
+        resolver.error(
+            at("suite_ticket_file"),
+            format!(
+                "missing: token_api {} needs the suite ticket; give the file your callback \
+                 service writes it to",
+                token_api.as_str()
+            ),
+        );
+    }
+    if entry.corps.is_empty() {
+        resolver.error(
+            at("corps"),
+            "missing: a third-party app polls for the corps listed here (corp_id, name, agent_id)",
+        );
+    }
+    let mut corps = Vec::new();
+    let mut corp_ids: HashMap<String, usize> = HashMap::new();
+    let mut corp_names: HashMap<String, usize> = HashMap::new();
+    for (number, corp) in entry.corps.into_iter().enumerate() {
+        let at = |field: &str| format!("apps[{index}].corps[{number}].{field}");
+        let errors_before = resolver.errors.len();
+        let corp_id = corp.corp_id.unwrap_or_default();
+        if let Err(problem) = rules::check_corp_id(&corp_id) {
+            resolver.error(at("corp_id"), problem);
+        } else if let Some(first) = corp_ids.insert(corp_id.clone(), number) {
+            resolver.error(
+                at("corp_id"),
+                format!("duplicate corp {corp_id:?} (also corps[{first}])"),
+            );
+        }
+        let name = corp.name.unwrap_or_default();
+        if name.trim().is_empty() {
+            resolver.error(
+                at("name"),
+                "missing: every corp needs a name (its `corp` label)",
+            );
+        } else if let Err(problem) = rules::check_corp_name(&name) {
+            resolver.error(at("name"), problem);
+        } else if let Some(first) = corp_names.insert(name.clone(), number) {
+            resolver.error(
+                at("name"),
+                format!("duplicate corp name {name:?} (also corps[{first}])"),
+            );
+        }
+        let agent_id = match corp.agent_id {
+            None => {
+                resolver.error(
+                    at("agent_id"),
+                    "missing: the app's agent id in this corp (from get_auth_info or the \
+                     corp's app settings)",
+                );
+                None
+            }
+            Some(raw) => claim_agent(
+                resolver,
+                agents,
+                raw,
+                at("agent_id"),
+                &format!("apps[{index}].corps[{number}]"),
+            ),
+        };
+        if resolver.errors.len() == errors_before
+            && let Some(agent_id) = agent_id
+        {
+            corps.push((
+                corp_id,
+                agent_id,
+                CorpSettings {
+                    name,
+                    monthly_call_budget: corp.monthly_call_budget.unwrap_or(0),
+                    suite_ticket_file: suite_ticket_file.clone(),
+                },
+            ));
+        }
+    }
+    let (app_secret, source) = secret?;
+    let template = AppConfig {
+        name: String::new(),
+        agent_id: None,
+        app_key: suite_key,
+        app_secret,
+        api_url: String::new(),
+        token_api,
+        corp_id: None,
+        corp: None,
+    };
+    Some((template, source, corps))
+}
+
+/// Checks an agent id and that no other app or corp polls that agent.
+fn claim_agent(
+    resolver: &mut Resolver,
+    agents: &mut HashMap<i64, String>,
+    raw: file::RawId,
+    key: String,
+    owner: &str,
+) -> Option<i64> {
+    match rules::raw_id(raw) {
+        Err(problem) => {
+            resolver.error(key, problem);
+            None
+        }
+        Ok(agent_id) => {
+            if let Some(first) = agents.get(&agent_id) {
+                resolver.error(key, format!("duplicate agent {agent_id} (also {first})"));
+            } else {
+                agents.insert(agent_id, owner.to_string());
+            }
+            Some(agent_id)
+        }
+    }
+}
+
+/// A secret given in a file or inline (exactly one of them), with how it was given.
+fn secret_of(
+    resolver: &mut Resolver,
+    index: usize,
+    (file_field, file): (&str, Option<PathBuf>),
+    (inline_field, inline): (&str, Option<Secret>),
+    what: &str,
+) -> Option<(Secret, SecretSource)> {
+    let at = |field: &str| format!("apps[{index}].{field}");
+    match (file, inline) {
+        (Some(_), Some(_)) => {
+            resolver.error(
+                format!("apps[{index}]"),
+                format!("give {file_field} or {inline_field}, not both"),
+            );
+            None
+        }
+        (None, None) => {
+            resolver.error(
+                at(file_field),
+                format!("missing: give {what} in a file ({file_field}) or inline ({inline_field})"),
+            );
+            None
+        }
+        (Some(path), None) => {
+            let path = resolver.file_relative(path);
+            resolver
+                .read_secret(&at(file_field), &path)
+                .map(|secret| (secret, SecretSource::File(path)))
+        }
+        (None, Some(secret)) => {
+            let secret = Secret::new(secret.expose().trim());
+            if secret.is_empty() {
+                resolver.error(at(inline_field), "is empty");
+                None
+            } else {
+                Some((secret, SecretSource::Inline))
+            }
+        }
+    }
 }
 
 /// The `default` app: from the flags (completed by the file's `dingtalk` section), or the
@@ -839,6 +1147,9 @@ fn default_app(
                     app_key: app_key.clone(),
                     app_secret: app_secret.clone(),
                     api_url: api_url.to_string(),
+                    token_api: TokenApi::GetToken,
+                    corp_id: None,
+                    corp: None,
                 },
                 SecretSource::Program,
             ));
@@ -908,6 +1219,9 @@ fn default_app(
                     app_key,
                     app_secret,
                     api_url: api_url.to_string(),
+                    token_api: TokenApi::GetToken,
+                    corp_id: None,
+                    corp: None,
                 },
                 source,
             ))
@@ -970,13 +1284,16 @@ mod tests {
         let every_key = "\
 web: {listen_address: ':1', telemetry_path: /m, config_file: w.yml, api_token_file: t}
 dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
-           monthly_call_budget: 1, timeout: 1s}
+           monthly_call_budget: 1, timeout: 1s, openapi_url: 'http://y'}
 storage: {path: x.db}
 poll: {min_interval: 1s, max_interval: 2s}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
 log: {level: info, format: json}
-apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api_url: 'http://x'}]
+apps: [{name: a, agent_id: 1, app_key: k, app_secret_file: s, app_secret: x, api_url: 'http://x',
+        kind: internal, token_api: gettoken, corp_id: c, suite_key: k, suite_secret_file: s,
+        suite_secret: x, suite_ticket_file: t,
+        corps: [{corp_id: c, name: n, agent_id: 2, monthly_call_budget: 1}]}]
 tasks: [{agent_id: 1, task_id: 1, name: n}]
 ";
         let (_, unknown) = file::parse(every_key).unwrap();
@@ -997,6 +1314,12 @@ tasks: [{agent_id: 1, task_id: 1, name: n}]
             .map(|k| k.as_str().unwrap().into())
             .collect();
         assert_eq!(known_keys("x").unwrap(), top);
+        let corps = &document["apps"][0]["corps"];
+        assert_eq!(
+            known_keys("apps[0].corps[0].x").unwrap(),
+            keys_of(corps),
+            "apps.corps"
+        );
         for (section, value) in &document {
             let section = section.as_str().unwrap();
             if section == "tasks_max" {

@@ -111,6 +111,34 @@ pub(super) fn check_app_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A corp id is DingTalk's opaque organisation id (`ding...`): no spaces, no slashes (it
+/// goes into a URL path).
+pub(super) fn check_corp_id(corp_id: &str) -> Result<(), String> {
+    if corp_id.is_empty() {
+        return Err("missing: the corp's id (ding...)".to_string());
+    }
+    if !corp_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(format!(
+            "{corp_id:?} is not a corp id: letters, digits, `_`, `-` and `.` only"
+        ));
+    }
+    Ok(())
+}
+
+/// A corp's name is its `corp` label value: printable and trimmed.
+pub(super) fn check_corp_name(name: &str) -> Result<(), String> {
+    if name.chars().any(char::is_control) {
+        return Err("holds control characters".to_string());
+    }
+    if name != name.trim() {
+        return Err(format!("{name:?} has leading or trailing spaces"));
+    }
+    Ok(())
+}
+
 /// Checks an API base URL and drops trailing slashes, so that `{api_url}/gettoken` is right.
 pub(super) fn normalize_api_url(text: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(text).map_err(|err| format!("{text:?} is not a URL: {err}"))?;

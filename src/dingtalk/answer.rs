@@ -26,6 +26,10 @@ pub const DEFAULT_IP_BAN_MS: i64 = 300_000;
 /// DingTalk's gateway wrapper: the real cause is in `sub_code`.
 const GATEWAY_WRAPPER: i64 = 88;
 
+/// The throttle code an ISV's string QPS sub_code is classified as: DingTalk's per-app
+/// per-API QPS limit, which it is for a third-party app's corp.
+const ISV_QPS_THROTTLE: i64 = 90018;
+
 /// How much of an unexpected answer is quoted in a decode error.
 const QUOTE_LIMIT: usize = 120;
 
@@ -213,6 +217,20 @@ fn dingtalk_failure(code: i64, object: &Map<String, Value>) -> ApiFailure {
             message: sub_msg,
         };
     }
+    if code == GATEWAY_WRAPPER
+        && object
+            .get("sub_code")
+            .and_then(Value::as_str)
+            .is_some_and(|sub_code| sub_code.starts_with("QpsLimit"))
+    {
+        // The ISV form of the per-app per-API QPS throttle
+        // (`QpsLimitForSuitekeyAndOrgAndApi`): back off like 90018.
+        let sub_msg = text("sub_msg").unwrap_or(errmsg);
+        return ApiFailure::DingTalk {
+            code: ISV_QPS_THROTTLE,
+            message: sub_msg,
+        };
+    }
     ApiFailure::DingTalk {
         code,
         message: errmsg,
@@ -389,6 +407,15 @@ mod tests {
         assert_eq!(code_of(decode_progress(200, body)), dingtalk(88));
         let body = br#"{"errcode":88,"sub_code":40000}"#;
         assert_eq!(code_of(decode_progress(200, body)), dingtalk(40000));
+    }
+
+    /// The ISV QPS throttle, a string sub_code of 88, is classified as a throttle.
+    #[test]
+    fn isv_qps_throttle_is_a_throttle() {
+        let body =
+            br#"{"errcode":88,"sub_code":"QpsLimitForSuitekeyAndOrgAndApi","sub_msg":"too fast"}"#;
+        let failure = decode_progress(200, body).unwrap_err();
+        assert!(failure.is_throttle(), "{failure:?}");
     }
 
     /// A plain errcode is reported with its errmsg.

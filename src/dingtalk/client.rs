@@ -22,6 +22,9 @@ use reqwest::Url;
 use serde_json::json;
 
 use super::answer;
+use super::corp_token::{
+    SuiteTicketFile, corp_token_signature, decode_corp_access_token, decode_unified_token,
+};
 use super::limiter::ApiLimiter;
 use super::redact::redact_values;
 use super::token::{CachedToken, TokenCache};
@@ -30,7 +33,7 @@ use super::{
     THROTTLE_PAUSE, is_throttle_code, is_transient_code,
 };
 use crate::clock::{ms_to_seconds, now_ms};
-use crate::config::{AppConfig, DingTalkSettings};
+use crate::config::{AppConfig, DingTalkSettings, TokenApi};
 use crate::secret::Secret;
 use crate::telemetry::Telemetry;
 
@@ -58,7 +61,56 @@ const TOKEN_REJECTED: &[i64] = &[40014, 42001, 40001];
 
 /// DingTalk codes meaning the request never got past authentication or the app's setup
 /// (credentials, permissions, IP whitelist, blank token, wrong API URL): `dingtalk_up` is 0.
-const NOT_AUTHENTICATED: &[i64] = &[22, 40000, 40001, 40014, 42001, 40089, 40096, 60011, 60020];
+/// The corp-token errors of third-party apps (bad timestamp or signature, unknown or missing
+/// suite ticket, bad suite credentials, no authorisation) are among them.
+const NOT_AUTHENTICATED: &[i64] = &[
+    22, 40000, 40001, 40014, 42001, 40089, 40096, 60011, 60020, 40080, 40083, 40085, 40088, 41023,
+    48004, 853001, 853002, 853003, 853004,
+];
+
+/// What an operator can do about a refused token request, by DingTalk's code.
+fn token_failure_hint(failure: &ApiFailure) -> Option<&'static str> {
+    let hint = match failure {
+        ApiFailure::DingTalk { code, .. } => match code {
+            40089 | 40096 => "the app key or app secret is wrong",
+            853001 => "the signature timestamp was not in milliseconds",
+            853002 => "this host's clock is more than a minute off DingTalk's: fix its time (NTP)",
+            853003 => "the suite key (accessKey) is wrong",
+            853004 => {
+                "the signature is wrong: check the suite secret and that the suite ticket file holds the latest ticket"
+            }
+            40085 => {
+                "the suite ticket is unknown or outdated: the suite ticket file must hold the latest ticket DingTalk pushed"
+            }
+            41023 => "the suite ticket is missing: check the suite ticket file",
+            40080 | 40083 | 40088 => "the suite key or suite secret is wrong",
+            48004 => "this corp has not authorised the app (or revoked it): check corp_id",
+            _ => return None,
+        },
+        ApiFailure::OpenApi { code, .. } => match code.as_str() {
+            "invalid.client" | "unauthorized.client" | "invalidSuiteKey" => {
+                "the suite key or suite secret (client id or secret) is wrong"
+            }
+            "invalidSuiteTicket" => {
+                "the suite ticket is invalid or outdated: the suite ticket file must hold the latest ticket DingTalk pushed"
+            }
+            "invalidAuthInfo" => {
+                "this corp has not authorised the app (or revoked it): check corp_id"
+            }
+            "unsupported.grant.type" => {
+                "DingTalk refused the client-credentials grant for this app"
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(hint)
+}
+
+/// Whether a code of the newer API host asks the caller to slow down: the ISV throttles.
+fn is_openapi_throttle(code: &str) -> bool {
+    code.starts_with("QpsLimit") || code.eq_ignore_ascii_case("Throttling")
+}
 
 /// DingTalk's monthly API quota is used up.
 const QUOTA_EXHAUSTED: i64 = 90020;
@@ -85,6 +137,8 @@ fn next_step(failure: &ApiFailure) -> Next {
             code if TOKEN_REJECTED.contains(&code) => Next::RefreshToken,
             _ => Next::GiveUp,
         },
+        ApiFailure::OpenApi { code, .. } if code == "server.error" => Next::Retry,
+        ApiFailure::OpenApi { code, .. } if is_openapi_throttle(code) => Next::Throttled,
         _ => Next::GiveUp,
     }
 }
@@ -96,6 +150,7 @@ fn reached_and_authenticated<T>(outcome: &Result<T, ApiFailure>) -> Option<bool>
         Ok(_) => Some(true),
         Err(ApiFailure::Deferred { .. }) => None,
         Err(ApiFailure::DingTalk { code, .. }) => Some(!NOT_AUTHENTICATED.contains(code)),
+        Err(ApiFailure::OpenApi { code, .. }) => Some(is_openapi_throttle(code)),
         Err(_) => Some(false),
     }
 }
@@ -167,10 +222,18 @@ impl WarnLimit {
     }
 }
 
-/// The DingTalk client of one app. Cheap to share (`Arc`); calls may run concurrently.
+/// The DingTalk client of one app, or of one corp of a third-party app (its own token,
+/// limiter and monthly gate). Cheap to share (`Arc`); calls may run concurrently.
 pub struct DingTalkClient {
     app: String,
+    /// The `corp` label, for a third-party app's corp.
+    corp: Option<String>,
     api_url: Url,
+    /// The newer API host, for the unified and `corpAccessToken` token APIs.
+    openapi_url: Url,
+    token_api: TokenApi,
+    corp_id: Option<String>,
+    suite_ticket: Option<SuiteTicketFile>,
     app_key: String,
     app_secret: Secret,
     http: reqwest::Client,
@@ -193,12 +256,36 @@ impl DingTalkClient {
         telemetry: Arc<Telemetry>,
         gate: Arc<dyn CallGate>,
     ) -> Result<DingTalkClient, String> {
-        let api_url = Url::parse(app.api_url.trim())
-            .map_err(|err| format!("app {}: invalid API URL: {err}", app.name))?;
-        if !matches!(api_url.scheme(), "http" | "https") || api_url.cannot_be_a_base() {
+        let base_url = |text: &str, example: &str| {
+            let url = Url::parse(text.trim())
+                .map_err(|err| format!("app {}: invalid API URL: {err}", app.name))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(format!(
+                    "app {}: the API URL must be an http or https URL, like {example}",
+                    app.name
+                ));
+            }
+            Ok(url)
+        };
+        let api_url = base_url(&app.api_url, "https://oapi.dingtalk.com")?;
+        let openapi_url = base_url(&settings.openapi_url, "https://api.dingtalk.com")?;
+        if app.token_api != TokenApi::GetToken && app.corp_id.is_none() {
             return Err(format!(
-                "app {}: the API URL must be an http or https URL, like https://oapi.dingtalk.com",
-                app.name
+                "app {}: the {} token API needs a corp id",
+                app.name,
+                app.token_api.as_str()
+            ));
+        }
+        let suite_ticket = app
+            .corp
+            .as_ref()
+            .and_then(|corp| corp.suite_ticket_file.as_ref())
+            .map(SuiteTicketFile::new);
+        if app.token_api.needs_suite_ticket() && suite_ticket.is_none() {
+            return Err(format!(
+                "app {}: the {} token API needs a suite ticket file",
+                app.name,
+                app.token_api.as_str()
             ));
         }
         let http = reqwest::Client::builder()
@@ -210,10 +297,15 @@ impl DingTalkClient {
             .map_err(|err| format!("app {}: cannot build the HTTP client: {err}", app.name))?;
         // The token series exist from the start, so rate() and alerts see a 0 before the
         // first refresh instead of a missing series.
-        telemetry.start_app_series(&app.name);
+        telemetry.start_app_series(&app.name, app.corp_label());
         Ok(DingTalkClient {
             app: app.name.clone(),
+            corp: app.corp_label().map(str::to_string),
             api_url,
+            openapi_url,
+            token_api: app.token_api,
+            corp_id: app.corp_id.clone(),
+            suite_ticket,
             app_key: app.app_key.clone(),
             app_secret: app.app_secret.clone(),
             http,
@@ -255,7 +347,7 @@ impl DingTalkClient {
             };
             match self.with_retries(request, decode).await {
                 Err(failure) if next_step(&failure) == Next::RefreshToken => {
-                    tracing::debug!(app = %self.app, api = api.as_str(), errcode = ?failure.dingtalk_code(), "token rejected; refreshing it and retrying once");
+                    tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = ?failure.dingtalk_code(), "token rejected; refreshing it and retrying once");
                     self.tokens.invalidate(&token);
                     let fresh = self.token().await?;
                     let request = Request::Task {
@@ -280,22 +372,36 @@ impl DingTalkClient {
     }
 
     async fn fetch_token(&self) -> Result<CachedToken, ApiFailure> {
-        self.telemetry.record_token_refresh(&self.app);
-        match self
-            .with_retries(Request::Token, answer::decode_token)
-            .await
-        {
+        self.telemetry
+            .record_token_refresh(&self.app, self.corp.as_deref());
+        let decode = match self.token_api {
+            TokenApi::GetToken | TokenApi::GetCorpToken => answer::decode_token,
+            TokenApi::Unified => decode_unified_token,
+            TokenApi::CorpAccessToken => decode_corp_access_token,
+        };
+        match self.with_retries(Request::Token, decode).await {
             Ok(issued) => {
                 let lifetime_s = issued.expires_in_s;
                 let cached = CachedToken::issued(issued, now_ms());
-                self.telemetry
-                    .record_token_issued(&self.app, ms_to_seconds(cached.expires_at_ms));
-                tracing::debug!(app = %self.app, lifetime_s, "fetched a new access token");
+                self.telemetry.record_token_issued(
+                    &self.app,
+                    self.corp.as_deref(),
+                    ms_to_seconds(cached.expires_at_ms),
+                );
+                tracing::debug!(app = %self.app, corp = self.corp.as_deref(), token_api = self.token_api.as_str(), lifetime_s, "fetched a new access token");
                 Ok(cached)
             }
             Err(failure) => {
                 if !matches!(failure, ApiFailure::Deferred { .. }) {
-                    self.telemetry.record_token_refresh_failure(&self.app);
+                    self.telemetry
+                        .record_token_refresh_failure(&self.app, self.corp.as_deref());
+                }
+                if let Some(hint) = token_failure_hint(&failure)
+                    && self
+                        .warnings
+                        .should_warn(Api::GetToken, "refused", now_ms())
+                {
+                    tracing::warn!(app = %self.app, corp = self.corp.as_deref(), token_api = self.token_api.as_str(), error = %failure, "DingTalk refused the access token request: {hint}");
                 }
                 Err(failure)
             }
@@ -326,7 +432,7 @@ impl DingTalkClient {
                 }
                 _ => return Err(failure),
             };
-            tracing::debug!(app = %self.app, api = request.api().as_str(), error = %failure, pause_ms = pause.as_millis() as u64, "retrying after a pause");
+            tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = request.api().as_str(), error = %failure, pause_ms = pause.as_millis() as u64, "retrying after a pause");
             tokio::time::sleep(pause).await;
         }
     }
@@ -381,7 +487,7 @@ impl DingTalkClient {
         let failure = match &outcome {
             Ok(_) => {
                 self.telemetry.record_call(api.as_str(), elapsed, None);
-                tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = "ok", duration_ms = elapsed.as_millis() as u64, "DingTalk call");
+                tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), attempt, outcome = "ok", duration_ms = elapsed.as_millis() as u64, "DingTalk call");
                 return outcome;
             }
             Err(failure) => failure,
@@ -389,13 +495,13 @@ impl DingTalkClient {
         let label = failure.errcode_label().unwrap_or_default();
         self.telemetry
             .record_call(api.as_str(), elapsed, Some(&label));
-        tracing::debug!(app = %self.app, api = api.as_str(), attempt, outcome = %label, duration_ms = elapsed.as_millis() as u64, error = %failure, "DingTalk call");
+        tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), attempt, outcome = %label, duration_ms = elapsed.as_millis() as u64, error = %failure, "DingTalk call");
 
         match failure {
             ApiFailure::IpBanned { retry_after_ms } => {
                 let pause_ms = (*retry_after_ms).min(self.ip_ban_cap_ms).max(0);
                 self.ip_ban.start(now_ms().saturating_add(pause_ms));
-                tracing::warn!(app = %self.app, api = api.as_str(), pause_s = pause_ms / 1000, "DingTalk's per-IP throttle banned this host; pausing every call of this app");
+                tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), pause_s = pause_ms / 1000, "DingTalk's per-IP throttle banned this host; pausing every call of this app");
                 return Err(ApiFailure::IpBanned {
                     retry_after_ms: pause_ms,
                 });
@@ -411,13 +517,7 @@ impl DingTalkClient {
     /// Sends one request and reads its answer, at most [`MAX_ANSWER_BYTES`] of it.
     async fn send(&self, request: Request<'_>) -> Result<(u16, Vec<u8>), ApiFailure> {
         let builder = match request {
-            Request::Token => {
-                let mut url = self.endpoint(&["gettoken"]);
-                url.query_pairs_mut()
-                    .append_pair("appkey", &self.app_key)
-                    .append_pair("appsecret", self.app_secret.expose());
-                self.http.get(url)
-            }
+            Request::Token => self.token_request(),
             Request::Task {
                 api,
                 token,
@@ -459,15 +559,69 @@ impl DingTalkClient {
         Ok((status, body))
     }
 
+    /// The token request of this app's token API.
+    fn token_request(&self) -> reqwest::RequestBuilder {
+        let corp_id = self.corp_id.as_deref().unwrap_or_default();
+        match self.token_api {
+            TokenApi::GetToken => {
+                let mut url = self.endpoint(&["gettoken"]);
+                url.query_pairs_mut()
+                    .append_pair("appkey", &self.app_key)
+                    .append_pair("appsecret", self.app_secret.expose());
+                self.http.get(url)
+            }
+            TokenApi::Unified => {
+                let url = join(&self.openapi_url, &["v1.0", "oauth2", corp_id, "token"]);
+                self.http.post(url).json(&json!({
+                    "client_id": self.app_key,
+                    "client_secret": self.app_secret.expose(),
+                    "grant_type": "client_credentials",
+                }))
+            }
+            TokenApi::CorpAccessToken => {
+                let url = join(&self.openapi_url, &["v1.0", "oauth2", "corpAccessToken"]);
+                let ticket = self.suite_ticket();
+                self.http.post(url).json(&json!({
+                    "suiteKey": self.app_key,
+                    "suiteSecret": self.app_secret.expose(),
+                    "authCorpId": corp_id,
+                    "suiteTicket": ticket.expose(),
+                }))
+            }
+            TokenApi::GetCorpToken => {
+                let ticket = self.suite_ticket();
+                let timestamp = now_ms();
+                let signature =
+                    corp_token_signature(self.app_secret.expose(), timestamp, ticket.expose());
+                let mut url = self.endpoint(&["service", "get_corp_token"]);
+                // append_pair percent-encodes each value once: `+`, `/` and `=` of the
+                // Base64 signature included, as DingTalk requires.
+                url.query_pairs_mut()
+                    .append_pair("accessKey", &self.app_key)
+                    .append_pair("timestamp", &timestamp.to_string())
+                    .append_pair("suiteTicket", ticket.expose())
+                    .append_pair("signature", &signature);
+                self.http.post(url).json(&json!({ "auth_corpid": corp_id }))
+            }
+        }
+    }
+
+    /// The suite ticket as the file holds it now. A ticket that cannot be read is sent
+    /// empty: DingTalk then answers with its missing-ticket error, which is logged and
+    /// counted like every other refusal, and the next attempt reads the file again.
+    fn suite_ticket(&self) -> Secret {
+        let Some(file) = &self.suite_ticket else {
+            return Secret::new("");
+        };
+        file.read().unwrap_or_else(|problem| {
+            tracing::warn!(app = %self.app, corp = self.corp.as_deref(), "{problem}");
+            Secret::new("")
+        })
+    }
+
     /// `{api_url}/segments...`, keeping any path prefix of the configured URL.
     fn endpoint(&self, segments: &[&str]) -> Url {
-        let mut url = self.api_url.clone();
-        url.set_query(None);
-        url.path_segments_mut()
-            .expect("checked in new(): the API URL can be a base")
-            .pop_if_empty()
-            .extend(segments);
-        url
+        join(&self.api_url, segments)
     }
 
     /// Removes the app secret and the token of `request` from a failure's text, wherever
@@ -477,7 +631,13 @@ impl DingTalkClient {
             Request::Task { token, .. } => token.expose(),
             Request::Token => "",
         };
-        let clean = |text: String| redact_values(&text, &[self.app_secret.expose(), token]);
+        let ticket = match (request, &self.suite_ticket) {
+            (Request::Token, Some(file)) => file.read().unwrap_or_else(|_| Secret::new("")),
+            _ => Secret::new(""),
+        };
+        let clean = |text: String| {
+            redact_values(&text, &[self.app_secret.expose(), token, ticket.expose()])
+        };
         match failure {
             ApiFailure::DingTalk { code, message } => ApiFailure::DingTalk {
                 code,
@@ -485,6 +645,15 @@ impl DingTalkClient {
             },
             ApiFailure::Transport(text) => ApiFailure::Transport(clean(text)),
             ApiFailure::Decode(text) => ApiFailure::Decode(clean(text)),
+            ApiFailure::OpenApi {
+                status,
+                code,
+                message,
+            } => ApiFailure::OpenApi {
+                status,
+                code: clean(code),
+                message: clean(message),
+            },
             other => other,
         }
     }
@@ -492,15 +661,16 @@ impl DingTalkClient {
     /// Sets `dingtalk_up` from a finished call and warns about failures (rate-limited).
     fn record_outcome<T>(&self, api: Api, outcome: &Result<T, ApiFailure>) {
         if let Some(up) = reached_and_authenticated(outcome) {
-            self.telemetry.record_reachability(&self.app, up);
+            self.telemetry
+                .record_reachability(&self.app, self.corp.as_deref(), up);
         }
         let Err(failure) = outcome else { return };
         let Some(label) = failure.errcode_label() else {
-            tracing::debug!(app = %self.app, api = api.as_str(), reason = %failure, "call held back");
+            tracing::debug!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), reason = %failure, "call held back");
             return;
         };
         if self.warnings.should_warn(api, &label, now_ms()) {
-            tracing::warn!(app = %self.app, api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed");
+            tracing::warn!(app = %self.app, corp = self.corp.as_deref(), api = api.as_str(), errcode = %label, error = %failure, "DingTalk call failed");
         }
     }
 }
@@ -517,8 +687,11 @@ impl DeliveryApi for DingTalkClient {
             )
             .await;
         if outcome.is_ok() {
-            self.telemetry
-                .record_poll_success(&self.app, ms_to_seconds(now_ms()));
+            self.telemetry.record_poll_success(
+                &self.app,
+                self.corp.as_deref(),
+                ms_to_seconds(now_ms()),
+            );
         }
         outcome
     }
@@ -531,6 +704,17 @@ impl DeliveryApi for DingTalkClient {
         self.task_call(Api::GetSendResult, agent_id, task_id, answer::decode_result)
             .await
     }
+}
+
+/// `{base}/segments...`, keeping any path prefix of the base URL and dropping its query.
+fn join(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.path_segments_mut()
+        .expect("checked in new(): the API URLs can be a base")
+        .pop_if_empty()
+        .extend(segments);
+    url
 }
 
 /// A failure before any answer arrived. The text comes from an error without its URL, so it
@@ -672,11 +856,15 @@ mod tests {
                 app_key: "k".into(),
                 app_secret: Secret::new("s"),
                 api_url: api_url.into(),
+                token_api: crate::config::TokenApi::GetToken,
+                corp_id: None,
+                corp: None,
             };
             let settings = DingTalkSettings {
                 max_qps: 10,
                 monthly_call_budget: 0,
                 timeout: Duration::from_secs(1),
+                openapi_url: "https://api.dingtalk.com".to_string(),
             };
             DingTalkClient::new(
                 &app,

@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod corp_token;
 pub mod limiter;
 pub mod message;
 pub mod redact;
@@ -68,9 +69,9 @@ pub struct RecipientCounts {
 /// DingTalk error codes that get their own `errcode` label value; any other code is counted
 /// as `other`, so the label stays a bounded set whatever DingTalk answers.
 pub const KNOWN_ERRCODES: &[i64] = &[
-    -1, 22, 88, 500, 40000, 40001, 40014, 40035, 40089, 40096, 42001, 45009, 60011, 60020, 90002,
-    90003, 90004, 90005, 90006, 90007, 90008, 90009, 90010, 90011, 90012, 90013, 90014, 90018,
-    90020,
+    -1, 22, 88, 500, 40000, 40001, 40014, 40035, 40080, 40083, 40085, 40088, 40089, 40096, 41023,
+    42001, 45009, 48004, 60011, 60020, 90002, 90003, 90004, 90005, 90006, 90007, 90008, 90009,
+    90010, 90011, 90012, 90013, 90014, 90018, 90020, 853001, 853002, 853003, 853004,
 ];
 
 /// How long to wait after a throttle answer: DingTalk's QPS throttles last about a second.
@@ -98,6 +99,13 @@ pub enum ApiFailure {
     Transport(String),
     /// A non-2xx HTTP answer without a DingTalk error body (a gateway's HTML 502, say).
     Http(u16),
+    /// DingTalk's newer API host (`api.dingtalk.com`) refused: an HTTP status with a string
+    /// `code` (`invalid.client`, `invalidSuiteTicket`, ...) and a message.
+    OpenApi {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// An answer that could not be understood (truncated or malformed JSON, oversized).
     Decode(String),
     /// DingTalk's per-IP throttle answered with its punish page: the host is banned for a while.
@@ -128,6 +136,12 @@ impl ApiFailure {
                 Some(code.to_string())
             }
             ApiFailure::DingTalk { .. } => Some("other".to_string()),
+            ApiFailure::OpenApi { code, .. }
+                if corp_token::KNOWN_OPENAPI_CODES.contains(&code.as_str()) =>
+            {
+                Some(code.clone())
+            }
+            ApiFailure::OpenApi { .. } => Some("other".to_string()),
             ApiFailure::Transport(_) => Some("transport".to_string()),
             ApiFailure::Http(_) => Some("http".to_string()),
             ApiFailure::Decode(_) => Some("decode".to_string()),
@@ -158,6 +172,11 @@ impl fmt::Display for ApiFailure {
             }
             ApiFailure::Transport(text) => write!(f, "request failed: {text}"),
             ApiFailure::Http(status) => write!(f, "HTTP status {status} without a DingTalk answer"),
+            ApiFailure::OpenApi {
+                status,
+                code,
+                message,
+            } => write!(f, "DingTalk answered HTTP {status}, code {code}: {message}"),
             ApiFailure::Decode(text) => write!(f, "answer not understood: {text}"),
             ApiFailure::IpBanned { retry_after_ms } => write!(
                 f,

@@ -62,7 +62,7 @@ const STATUS: Family = Family {
 };
 const INFO: Family = Family {
     name: "dingtalk_task_info",
-    help: "Always 1; labels name the app whose credentials poll a tracked task and the task's name.",
+    help: "Always 1; labels name the app (and corp, for third-party apps) whose credentials poll a tracked task and the task's name.",
 };
 const CREATED: Family = Family {
     name: "dingtalk_task_created_timestamp_seconds",
@@ -103,7 +103,7 @@ const TASKS_BY_STATE: Family = Family {
 };
 const MONTH_CALL_BUDGET: Family = Family {
     name: "dingtalk_api_month_call_budget",
-    help: "The configured budget of metered DingTalk calls per calendar month (--dingtalk.monthly-call-budget).",
+    help: "The configured budget of metered DingTalk calls per calendar month (--dingtalk.monthly-call-budget; a third-party corp's monthly_call_budget with app and corp).",
 };
 
 /// The task series of one scrape, written straight as text from the snapshot: no
@@ -119,20 +119,24 @@ impl TaskSeries {
         let mut series = TaskSeries {
             samples: std::array::from_fn(|_| ChunkedText::new()),
         };
-        // The `app` label of an agent's tasks; there are few agents, so each is resolved once.
-        let mut apps: HashMap<i64, String> = HashMap::new();
+        // The `app` (and `corp`) labels of an agent's tasks; there are few agents, so each
+        // is resolved once.
+        let mut apps: HashMap<i64, (String, Option<String>)> = HashMap::new();
         let mut key_labels = String::with_capacity(64);
         for row in &snapshot.rows {
-            let app = apps
-                .entry(row.key.agent_id)
-                .or_insert_with(|| config.app_label(row.key.agent_id).to_string());
+            let (app, corp) = apps.entry(row.key.agent_id).or_insert_with(|| {
+                (
+                    config.app_label(row.key.agent_id).to_string(),
+                    config.corp_label(row.key.agent_id).map(str::to_string),
+                )
+            });
             key_labels.clear();
             key_labels.push_str("agent_id=\"");
             push_int(&mut key_labels, row.key.agent_id);
             key_labels.push_str("\",task_id=\"");
             push_int(&mut key_labels, row.key.task_id);
             key_labels.push('"');
-            series.add_task(row, snapshot.name(row), app, &key_labels);
+            series.add_task(row, snapshot.name(row), app, corp.as_deref(), &key_labels);
         }
         let by_state = snapshot.by_state;
         drop(snapshot);
@@ -159,10 +163,36 @@ impl TaskSeries {
             summary.push('\n');
         }
         let budget = config.dingtalk.monthly_call_budget;
-        if budget > 0 {
+        // Each corp of a third-party app has a budget of its own, labelled like its other
+        // per-app series.
+        let corp_budgets: Vec<(&str, &str, u64)> = config
+            .apps
+            .iter()
+            .filter_map(|app| {
+                let corp = app.corp.as_ref()?;
+                (corp.monthly_call_budget > 0).then_some((
+                    app.name.as_str(),
+                    corp.name.as_str(),
+                    corp.monthly_call_budget,
+                ))
+            })
+            .collect();
+        if budget > 0 || !corp_budgets.is_empty() {
             push_header(&mut summary, &MONTH_CALL_BUDGET);
+        }
+        if budget > 0 {
             summary.push_str(MONTH_CALL_BUDGET.name);
             summary.push(' ');
+            push_integer_value(&mut summary, i64::try_from(budget).unwrap_or(i64::MAX));
+            summary.push('\n');
+        }
+        for (app, corp, budget) in corp_budgets {
+            summary.push_str(MONTH_CALL_BUDGET.name);
+            summary.push_str("{app=\"");
+            push_escaped_label_value(&mut summary, app);
+            summary.push_str("\",corp=\"");
+            push_escaped_label_value(&mut summary, corp);
+            summary.push_str("\"} ");
             push_integer_value(&mut summary, i64::try_from(budget).unwrap_or(i64::MAX));
             summary.push('\n');
         }
@@ -171,7 +201,14 @@ impl TaskSeries {
     }
 
     /// Appends every series of one task, each family's lines to that family's text.
-    fn add_task(&mut self, row: &TaskRow, name: &str, app: &str, key_labels: &str) {
+    fn add_task(
+        &mut self,
+        row: &TaskRow,
+        name: &str,
+        app: &str,
+        corp: Option<&str>,
+        key_labels: &str,
+    ) {
         let [
             progress,
             status,
@@ -199,12 +236,19 @@ impl TaskSeries {
                 push_sample(status, &STATUS, key_labels, &labels, value);
             }
         }
-        let labels = [("app", app), ("name", name)];
+        let with_corp;
+        let labels: &[(&str, &str)] = match corp {
+            None => &[("app", app), ("name", name)],
+            Some(corp) => {
+                with_corp = [("app", app), ("corp", corp), ("name", name)];
+                &with_corp
+            }
+        };
         push_sample(
             info.with_room(),
             &INFO,
             key_labels,
-            &labels,
+            labels,
             Sample::Count(1),
         );
         let registered = Sample::TimestampMs(row.created_at_ms);

@@ -141,7 +141,10 @@ async fn register(parts: &Parts, body: &mut Incoming, site: &Site, peer: IpAddr)
     );
     let answers: Vec<TaskJson> = registered
         .iter()
-        .map(|(task, _)| TaskJson::new(task, &apps[&task.key.agent_id]))
+        .map(|(task, _)| {
+            let (app, corp) = &apps[&task.key.agent_id];
+            TaskJson::new(task, app, corp.as_deref())
+        })
         .collect();
     match (batch, answers.first()) {
         (false, Some(only)) => reply::json(status, only),
@@ -163,7 +166,10 @@ async fn list(site: &Site) -> Answer {
         let answer = TaskList {
             tasks: tasks
                 .iter()
-                .map(|task| TaskJson::new(task, &apps[&task.key.agent_id]))
+                .map(|task| {
+                    let (app, corp) = &apps[&task.key.agent_id];
+                    TaskJson::new(task, app, corp.as_deref())
+                })
                 .collect(),
         };
         reply::json(StatusCode::OK, &answer)
@@ -180,8 +186,10 @@ async fn list(site: &Site) -> Answer {
 fn get_one(site: &Site, key: TaskKey) -> Answer {
     match site.exporter.tracker().get(key) {
         Some(task) => {
-            let app = site.exporter.config().app_label(key.agent_id).to_string();
-            reply::json(StatusCode::OK, &TaskJson::new(&task, &app))
+            let config = site.exporter.config();
+            let app = config.app_label(key.agent_id);
+            let corp = config.corp_label(key.agent_id);
+            reply::json(StatusCode::OK, &TaskJson::new(&task, app, corp))
         }
         None => not_tracked(key),
     }
@@ -223,12 +231,19 @@ fn not_tracked(key: TaskKey) -> Answer {
     )
 }
 
-/// The `app` of each agent among `tasks`, looked up once per agent.
-fn app_names<'t>(config: &Config, tasks: impl Iterator<Item = &'t Task>) -> HashMap<i64, String> {
+/// The `app` (and `corp`) of each agent among `tasks`, looked up once per agent.
+fn app_names<'t>(
+    config: &Config,
+    tasks: impl Iterator<Item = &'t Task>,
+) -> HashMap<i64, (String, Option<String>)> {
     let mut apps = HashMap::new();
     for task in tasks {
-        apps.entry(task.key.agent_id)
-            .or_insert_with(|| config.app_label(task.key.agent_id).to_string());
+        apps.entry(task.key.agent_id).or_insert_with(|| {
+            (
+                config.app_label(task.key.agent_id).to_string(),
+                config.corp_label(task.key.agent_id).map(str::to_string),
+            )
+        });
     }
     apps
 }

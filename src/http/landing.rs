@@ -116,9 +116,14 @@ pub fn render(exporter: &dyn ExporterPort, now_ms: i64) -> String {
     );
     let mut apps: HashMap<i64, String> = HashMap::new();
     for task in &rows {
-        let app = apps
-            .entry(task.key.agent_id)
-            .or_insert_with(|| config.app_label(task.key.agent_id).to_string());
+        // A third-party app's tasks show their corp too: `isv-suite / acme`.
+        let app = apps.entry(task.key.agent_id).or_insert_with(|| {
+            let app = config.app_label(task.key.agent_id);
+            match config.corp_label(task.key.agent_id) {
+                Some(corp) => format!("{app} / {corp}"),
+                None => app.to_string(),
+            }
+        });
         push_row(&mut page, task, app, now_ms);
     }
     if rows.is_empty() {

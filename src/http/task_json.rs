@@ -19,6 +19,9 @@ pub struct TaskJson<'a> {
     pub name: &'a str,
     /// The app whose credentials poll the task (the `app` label).
     pub app: &'a str,
+    /// The corp of a third-party app whose token polls the task (the `corp` label); null
+    /// for internal apps.
+    pub corp: Option<&'a str>,
     /// Who registered it: `api`, `config`, `proxy` or `send`.
     pub source: &'static str,
     /// How many people it was sent to, when the registration said; null otherwise.
@@ -58,12 +61,13 @@ pub enum ResultJson {
 }
 
 impl<'a> TaskJson<'a> {
-    pub fn new(task: &'a Task, app: &'a str) -> TaskJson<'a> {
+    pub fn new(task: &'a Task, app: &'a str, corp: Option<&'a str>) -> TaskJson<'a> {
         TaskJson {
             agent_id: task.key.agent_id,
             task_id: task.key.task_id,
             name: &task.name,
             app,
+            corp,
             source: task.source.as_str(),
             recipients_expected: task.recipients_expected,
             state: task.state.as_str(),
@@ -117,7 +121,7 @@ mod tests {
         task.result_fetch = ResultFetch::Refused { errcode: 40035 };
         task.source = TaskSource::Send;
         task.recipients_expected = Some(250);
-        let json = serde_json::to_value(TaskJson::new(&task, "hr")).unwrap();
+        let json = serde_json::to_value(TaskJson::new(&task, "hr", None)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -125,6 +129,7 @@ mod tests {
                 "task_id": 256271667526i64,
                 "name": "payroll",
                 "app": "hr",
+                "corp": null,
                 "source": "send",
                 "recipients_expected": 250,
                 "state": "completed",
@@ -141,5 +146,7 @@ mod tests {
                 "result": {"outcome": "refused", "errcode": 40035},
             })
         );
+        let third_party = serde_json::to_value(TaskJson::new(&task, "isv", Some("acme"))).unwrap();
+        assert_eq!(third_party["corp"], "acme");
     }
 }

@@ -26,6 +26,13 @@ pub trait AppDirectory: Send + Sync {
     fn client_for(&self, agent_id: i64) -> Option<Arc<dyn DeliveryApi>>;
     /// The poll settings in force now.
     fn poll_settings(&self) -> PollSettings;
+    /// Whose monthly quota the calls about tasks of `agent_id` spend: tasks of one scope
+    /// pause together when their budget or quota holds calls back, and only they do. The
+    /// internal apps share their organisation's (the empty scope); each corp of a
+    /// third-party app has its own.
+    fn quota_scope(&self, _agent_id: i64) -> String {
+        String::new()
+    }
 }
 
 /// What the poller works with.

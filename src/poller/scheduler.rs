@@ -3,9 +3,11 @@
 //! Tasks wait in a due-time heap (see [`Tracker::take_due`]), so picking the next task costs
 //! the same with ten thousand tasks as with ten. At most a bounded number of polls run at
 //! once; each app's client paces its calls to `--dingtalk.max-qps`. When the monthly budget
-//! or DingTalk's quota holds calls back, the whole schedule pauses and keeps its order, so
-//! the tasks whose information is oldest are asked first when calls resume.
+//! or DingTalk's quota holds calls back, the tasks of that quota's scope (the internal apps'
+//! organisation, or one corp of a third-party app) pause and keep their order, so the tasks
+//! whose information is oldest are asked first when calls resume; other scopes go on.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,23 @@ use crate::dingtalk::{
     ApiFailure, Deferral, DeliveryApi, SendProgress, THROTTLE_PAUSE, is_throttle_code,
     is_transient_code,
 };
-use crate::tracker::{ResultFetch, SendStatus, Task, TaskState};
+use crate::tracker::{ResultFetch, SendStatus, Task, TaskKey, TaskState};
+
+/// A quota scope held back by its budget or quota: until when, and its tasks that came due
+/// meanwhile, with the due time that gives them back their place in line.
+#[derive(Default)]
+struct Pause {
+    until_ms: i64,
+    held: Vec<(TaskKey, i64)>,
+}
+
+/// A task whose call was held back: its scope, its place in line and until when to wait.
+struct HeldBack {
+    scope: String,
+    key: TaskKey,
+    due_at: i64,
+    until_ms: i64,
+}
 
 /// Most polls in flight at once; the clients' rate limiters do the real pacing, this only
 /// bounds how many tasks wait on them (and so how far `dingtalk_poll_lag_seconds` can hide).
@@ -44,21 +62,30 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
     let slot_freed = Arc::new(tokio::sync::Notify::new());
     let tracker = ports.tracker.clone();
     let mut next_housekeeping = 0;
-    // Until when the monthly budget or DingTalk's quota holds every metered call back.
-    let mut paused_until: Option<i64> = None;
-    let (deferrals_tx, mut deferrals) = tokio::sync::mpsc::unbounded_channel::<i64>();
+    // The quota scopes whose monthly budget or DingTalk quota holds their calls back.
+    let mut paused: HashMap<String, Pause> = HashMap::new();
+    let (deferrals_tx, mut deferrals) = tokio::sync::mpsc::unbounded_channel::<HeldBack>();
 
     loop {
         if *shutdown.borrow() {
             break;
         }
         let now = now_ms();
-        while let Ok(until) = deferrals.try_recv() {
-            paused_until = Some(paused_until.map_or(until, |current| current.max(until)));
+        while let Ok(held) = deferrals.try_recv() {
+            let pause = paused.entry(held.scope).or_default();
+            pause.until_ms = pause.until_ms.max(held.until_ms);
+            pause.held.push((held.key, held.due_at));
         }
-        if paused_until.is_some_and(|until| until <= now) {
-            paused_until = None;
-        }
+        paused.retain(|_, pause| {
+            if pause.until_ms > now {
+                return true;
+            }
+            // Calls resume: the held tasks are due at their old times, oldest first.
+            for (key, due_at) in pause.held.drain(..) {
+                tracker.requeue(key, due_at);
+            }
+            false
+        });
 
         if now >= next_housekeeping {
             next_housekeeping = now + HOUSEKEEPING_EVERY_MS;
@@ -72,9 +99,17 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
         let lag_ms = next_due.map_or(0, |due| (now - due).max(0));
         ports.telemetry.record_poll_lag(ms_to_seconds(lag_ms));
 
-        if paused_until.is_none() && slots.available_permits() > 0 {
+        if slots.available_permits() > 0 {
             let due = tracker.take_due(now, slots.available_permits());
             for task in due {
+                if !paused.is_empty() {
+                    let scope = ports.apps.quota_scope(task.key.agent_id);
+                    if let Some(pause) = paused.get_mut(&scope) {
+                        let due_at = task.next_poll_at_ms.unwrap_or(now);
+                        pause.held.push((task.key, due_at));
+                        continue;
+                    }
+                }
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let ports = ports.clone();
                 let deferrals = deferrals_tx.clone();
@@ -90,9 +125,17 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
                             }
                         }
                         Ok(PollOutcome::HeldBack { until_ms }) => {
-                            // Keep its place in line: it is due when calls resume.
-                            ports.tracker.requeue(key, due_at);
-                            let _ = deferrals.send(until_ms);
+                            // Keep its place in line: it is due when its scope's calls resume.
+                            let scope = ports.apps.quota_scope(key.agent_id);
+                            let held = HeldBack {
+                                scope,
+                                key,
+                                due_at,
+                                until_ms,
+                            };
+                            if let Err(unsent) = deferrals.send(held) {
+                                ports.tracker.requeue(key, unsent.0.due_at);
+                            }
                         }
                         Err(panic) => {
                             tracing::error!(agent_id = key.agent_id, task_id = key.task_id, error = %panic, "a poll failed unexpectedly; retrying later");
@@ -109,9 +152,10 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
         // Sleep until the next task is due (or, with every slot taken, a slot is freed), a
         // registration wakes us, the pause ends, housekeeping is due, or shutdown.
         let mut wake_at = next_housekeeping;
-        if let Some(until) = paused_until {
+        if let Some(until) = paused.values().map(|pause| pause.until_ms).min() {
             wake_at = wake_at.min(until);
-        } else if slots.available_permits() > 0
+        }
+        if slots.available_permits() > 0
             && let Some(due) = tracker.next_due_ms()
         {
             wake_at = wake_at.min(due.max(now + 1));
@@ -127,6 +171,13 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
 
     // Let the polls in flight finish and save their results.
     let _all = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+    // Held tasks go back in line, as the store already has them.
+    while let Ok(held) = deferrals.try_recv() {
+        tracker.requeue(held.key, held.due_at);
+    }
+    for (key, due_at) in paused.into_values().flat_map(|pause| pause.held) {
+        tracker.requeue(key, due_at);
+    }
 }
 
 /// What came of one turn of a task.

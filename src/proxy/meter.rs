@@ -1,11 +1,12 @@
 //! The organisation's share of the monthly quota that the exporter cannot see by itself:
 //! the metered calls of other applications that the proxy relays.
 //!
-//! The count lives in the store's `month_calls` table under its own key, `proxy:YYYY-MM`,
-//! beside the exporter's own `YYYY-MM` rows, instead of in a table of its own: it is the
-//! same kind of fact (calls of a quota month, added to and read back), every store already
-//! keeps it durably, and no schema change is needed. The exporter's ledger reads only the
-//! bare month keys, so the two counts never mix.
+//! The count lives in the store's monthly call counters under a quota scope of its own,
+//! `proxy`, beside the exporter's own scopes (`""` for the organisation, `app/corp_id` for a
+//! third-party corp, which always holds a slash), instead of in a table of its own: it is
+//! the same kind of fact (calls of a quota month, added to and read back), every store
+//! already keeps it durably, and no schema change is needed. The exporter's ledgers read
+//! only their own scopes, so the counts never mix.
 //!
 //! Unlike the exporter's own calls, which are counted before they are made (the budget must
 //! never be overspent), a relayed call is counted after it is relayed, and without holding
@@ -25,10 +26,8 @@ use crate::tracker::TaskStore;
 /// How often gathered counts are committed.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The store key of a quota month's relayed calls.
-pub fn store_key(month: &str) -> String {
-    format!("proxy:{month}")
-}
+/// The quota scope under which the store keeps the relayed calls of each month.
+pub const SCOPE: &str = "proxy";
 
 struct Count {
     month: String,
@@ -53,7 +52,7 @@ impl RelayedCallMeter {
     ) -> Result<RelayedCallMeter, String> {
         let month = quota_month(now_ms());
         let stored = store
-            .month_calls(&store_key(&month))
+            .month_calls(SCOPE, &month)
             .map_err(|err| err.to_string())?;
         telemetry.record_proxy_month_calls(stored);
         Ok(RelayedCallMeter {
@@ -93,11 +92,11 @@ impl RelayedCallMeter {
         if count.pending > 0
             && let Err(err) = self
                 .store
-                .add_month_calls(&store_key(&count.month), count.pending)
+                .add_month_calls(SCOPE, &count.month, count.pending)
         {
             tracing::warn!(error = %err, "could not save the proxy's call count of the month that ended");
         }
-        count.stored = self.store.month_calls(&store_key(&month)).unwrap_or(0);
+        count.stored = self.store.month_calls(SCOPE, &month).unwrap_or(0);
         count.month = month;
         count.pending = 0;
     }
@@ -112,7 +111,7 @@ impl RelayedCallMeter {
         if pending == 0 {
             return;
         }
-        match self.store.add_month_calls(&store_key(&month), pending) {
+        match self.store.add_month_calls(SCOPE, &month, pending) {
             Ok(total) => {
                 let mut count = self.lock();
                 if count.month == month {

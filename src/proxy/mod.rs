@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-pub use meter::{RelayedCallMeter, store_key as month_calls_store_key};
+pub use meter::{RelayedCallMeter, SCOPE as MONTH_CALLS_SCOPE};
 pub use relay::{
     MAX_SEND_ANSWER_BYTES, MAX_SEND_BODY_BYTES, NAME_HEADER, ProxyApi, RelayResult, is_metered,
 };

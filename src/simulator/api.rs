@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-pub(crate) use super::endpoint::{ApiError, Endpoint};
+use super::config::{SimCorp, SimSuite};
+pub(crate) use super::endpoint::{ApiError, Endpoint, OpenApiError};
 use super::state::{State, TaskSpec};
 use super::timeline::SEND_RESULT_MAX_RECIPIENTS;
 
@@ -44,6 +45,11 @@ impl Params {
             params.extend(form_pairs(body));
         }
         Params(params)
+    }
+
+    /// Sets a parameter that comes from the path (a path segment wins over any other value).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0.insert(name.to_string(), value.to_string());
     }
 
     pub fn text(&self, name: &str) -> &str {
@@ -85,7 +91,196 @@ pub(crate) fn answer(
             .and_then(|()| send(state, params, "msg", now_ms)),
         Endpoint::SendByTemplate => authorise(state, endpoint, params, now_ms)
             .and_then(|()| send(state, params, "template_id", now_ms)),
+        Endpoint::GetCorpToken => get_corp_token(state, params, now_ms),
+        // The server answers these through `openapi_answer`, in the newer host's form.
+        Endpoint::UnifiedToken | Endpoint::CorpAccessToken => Err(ApiError::unknown_path()),
     }
+}
+
+/// The newer host's token endpoints: the answer's fields, or an HTTP status with a code.
+pub(crate) fn openapi_answer(
+    state: &mut State,
+    endpoint: Endpoint,
+    params: &Params,
+    now_ms: i64,
+) -> Result<Value, OpenApiError> {
+    match endpoint {
+        Endpoint::UnifiedToken => unified_token(state, params, now_ms),
+        _ => corp_access_token(state, params, now_ms),
+    }
+}
+
+const fn openapi_error(status: u16, code: &'static str, message: &'static str) -> OpenApiError {
+    OpenApiError {
+        status,
+        code,
+        message,
+    }
+}
+
+/// The suite with this key and secret (the secret compared in constant time).
+fn suite_with<'a>(state: &'a State, suite_key: &str, secret: &str) -> Option<&'a SimSuite> {
+    use subtle::ConstantTimeEq;
+    state.suites.iter().find(|suite| {
+        suite.suite_key == suite_key
+            && bool::from(
+                suite
+                    .suite_secret
+                    .expose()
+                    .as_bytes()
+                    .ct_eq(secret.as_bytes()),
+            )
+    })
+}
+
+fn corp_of<'a>(suite: &'a SimSuite, corp_id: &str) -> Option<&'a SimCorp> {
+    suite.corps.iter().find(|corp| corp.corp_id == corp_id)
+}
+
+/// `POST /v1.0/oauth2/{corpId}/token`: a suite's client credentials give a corp's token
+/// (a new one each time); an internal app's give its own token.
+fn unified_token(state: &mut State, params: &Params, now_ms: i64) -> Result<Value, OpenApiError> {
+    if params.text("grant_type") != "client_credentials" {
+        return Err(openapi_error(
+            400,
+            "unsupported.grant.type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    let (client_id, secret) = (params.text("client_id"), params.text("client_secret"));
+    let corp_id = params.text("corpId");
+    if let Some(suite) = suite_with(state, client_id, secret) {
+        let Some(corp) = corp_of(suite, corp_id) else {
+            return Err(openapi_error(
+                401,
+                "unauthorized.client",
+                "the organisation has not authorised this app",
+            ));
+        };
+        let (suite_key, agent_id) = (suite.suite_key.clone(), corp.agent_id);
+        let (token, expires_in) = state.issue_corp_token(&suite_key, corp_id, agent_id, now_ms);
+        return Ok(json!({ "access_token": token, "expires_in": expires_in }));
+    }
+    let Some(app_key) = state
+        .app_with(client_id, secret)
+        .map(|app| app.app_key.clone())
+    else {
+        return Err(openapi_error(
+            400,
+            "invalid.client",
+            "client_id or client_secret is wrong",
+        ));
+    };
+    let (token, expires_in) = state.issue_token(&app_key, now_ms);
+    Ok(json!({ "access_token": token, "expires_in": expires_in }))
+}
+
+/// `POST /v1.0/oauth2/corpAccessToken`: a corp's token with the current suite ticket.
+fn corp_access_token(
+    state: &mut State,
+    params: &Params,
+    now_ms: i64,
+) -> Result<Value, OpenApiError> {
+    let Some(suite) = suite_with(state, params.text("suiteKey"), params.text("suiteSecret")) else {
+        return Err(openapi_error(
+            400,
+            "invalidSuiteKey",
+            "suiteKey or suiteSecret is wrong",
+        ));
+    };
+    if params.text("suiteTicket") != suite.suite_ticket {
+        return Err(openapi_error(
+            400,
+            "invalidSuiteTicket",
+            "the suite ticket is invalid or outdated",
+        ));
+    }
+    let corp_id = params.text("authCorpId");
+    let Some(corp) = corp_of(suite, corp_id) else {
+        return Err(openapi_error(
+            400,
+            "invalidAuthInfo",
+            "the organisation has not authorised this app",
+        ));
+    };
+    let (suite_key, agent_id) = (suite.suite_key.clone(), corp.agent_id);
+    let (token, expires_in) = state.issue_corp_token(&suite_key, corp_id, agent_id, now_ms);
+    Ok(json!({ "accessToken": token, "expireIn": expires_in }))
+}
+
+/// How far a signature's timestamp may be from the simulator's clock.
+const SIGNATURE_SKEW_MS: i64 = 60_000;
+
+/// `POST /service/get_corp_token?accessKey&timestamp&suiteTicket&signature`: a corp's token,
+/// signed with HMAC-SHA256 over `timestamp + "\n" + suiteTicket` keyed with the suite secret.
+fn get_corp_token(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+    let Some(suite) = state
+        .suites
+        .iter()
+        .find(|suite| suite.suite_key == params.text("accessKey"))
+    else {
+        return Err(ApiError::code(
+            853003,
+            "accessKey不存在 (unknown accessKey)",
+        ));
+    };
+    let timestamp_text = params.text("timestamp");
+    let Ok(timestamp) = timestamp_text.parse::<i64>() else {
+        return Err(ApiError::code(
+            853001,
+            "timestamp参数不合法 (timestamp is not in milliseconds)",
+        ));
+    };
+    // A timestamp in seconds is three digits short of DingTalk's milliseconds.
+    if timestamp < 100_000_000_000 {
+        return Err(ApiError::code(
+            853001,
+            "timestamp参数不合法 (timestamp is not in milliseconds)",
+        ));
+    }
+    if (now_ms - timestamp).abs() > SIGNATURE_SKEW_MS {
+        return Err(ApiError::code(
+            853002,
+            "timestamp与服务器时间相差过大 (timestamp too far from DingTalk's clock)",
+        ));
+    }
+    let ticket = params.text("suiteTicket");
+    if ticket.is_empty() {
+        return Err(ApiError::code(
+            41023,
+            "缺少suiteTicket参数 (missing suite ticket)",
+        ));
+    }
+    let expected = signature(suite.suite_secret.expose(), timestamp_text, ticket);
+    if params.text("signature") != expected {
+        return Err(ApiError::code(853004, "签名不匹配 (signature mismatch)"));
+    }
+    if ticket != suite.suite_ticket {
+        return Err(ApiError::code(
+            40085,
+            "不存在的suite ticket (unknown suite ticket)",
+        ));
+    }
+    let corp_id = params.text("auth_corpid");
+    let Some(corp) = corp_of(suite, corp_id) else {
+        return Err(ApiError::code(
+            48004,
+            "授权关系不存在 (no authorisation relation)",
+        ));
+    };
+    let (suite_key, agent_id) = (suite.suite_key.clone(), corp.agent_id);
+    let (token, expires_in) = state.issue_corp_token(&suite_key, corp_id, agent_id, now_ms);
+    Ok(json!({ "access_token": token, "expires_in": expires_in }))
+}
+
+/// Base64(HMAC-SHA256(secret, timestamp + "\n" + ticket)), as the signature arrives after
+/// its one percent-decoding.
+fn signature(secret: &str, timestamp: &str, ticket: &str) -> String {
+    use aws_lc_rs::hmac;
+    use base64::Engine;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = hmac::sign(&key, format!("{timestamp}\n{ticket}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
 /// The checks before a topapi call is served: a valid token, then the app's QPS limit and
@@ -96,8 +291,18 @@ fn authorise(
     params: &Params,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let app_key = state.authenticate(params.text("access_token"), now_ms)?;
-    state.admit(&app_key, endpoint, now_ms)
+    let owner = state.authenticate(params.text("access_token"), now_ms)?;
+    if let Some((_, agent_id)) = &owner.corp {
+        // A corp's token opens only that corp's agent: another corp's tasks are not found.
+        if endpoint != Endpoint::AsyncSend && params.text("agent_id").trim() != agent_id.to_string()
+        {
+            return Err(ApiError::invalid_parameter(
+                "agent_id does not belong to the organisation of this access token",
+            ));
+        }
+    }
+    let corp = owner.corp.as_ref().map(|(corp_id, _)| corp_id.as_str());
+    state.admit(&owner.key, corp, endpoint, now_ms)
 }
 
 fn get_token(state: &mut State, params: &Params, now_ms: i64) -> Answer {
@@ -105,7 +310,7 @@ fn get_token(state: &mut State, params: &Params, now_ms: i64) -> Answer {
         .app_with(params.text("appkey"), params.text("appsecret"))
         .map(|app| app.app_key.clone())
         .ok_or_else(ApiError::bad_credentials)?;
-    state.admit(&app_key, Endpoint::GetToken, now_ms)?;
+    state.admit(&app_key, None, Endpoint::GetToken, now_ms)?;
     let (token, expires_in) = state.issue_token(&app_key, now_ms);
     Ok(json!({ "access_token": token, "expires_in": expires_in }))
 }

@@ -39,6 +39,27 @@ impl SimApp {
     }
 }
 
+/// A third-party app (an ISV suite) and the corps that authorised it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimSuite {
+    pub suite_key: String,
+    pub suite_secret: Secret,
+    /// The suite ticket DingTalk last pushed; the ticket-based token APIs accept only it.
+    /// [`crate::simulator::Simulator::set_suite_ticket`] rotates it.
+    pub suite_ticket: String,
+    pub corps: Vec<SimCorp>,
+}
+
+/// One corp that authorised a suite: its agent for the suite's app and its own quota.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimCorp {
+    pub corp_id: String,
+    pub agent_id: i64,
+    /// Metered calls per month of this organisation; 0 takes the behaviour's
+    /// `monthly_quota`.
+    pub monthly_quota: u64,
+}
+
 /// What a call with an expired or unknown access token gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -157,6 +178,8 @@ pub struct SimConfig {
     pub listen: SocketAddr,
     /// The apps `gettoken` accepts.
     pub apps: Vec<SimApp>,
+    /// The third-party apps whose corps get tokens from the corp-token endpoints.
+    pub suites: Vec<SimSuite>,
     /// Seeds the fault and quirk draws, so a run can be repeated.
     pub seed: u64,
     /// Request bodies larger than this get HTTP 413.
@@ -171,6 +194,7 @@ impl Default for SimConfig {
         SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             apps: vec![SimApp::demo()],
+            suites: Vec::new(),
             seed: 0,
             max_body_bytes: 256 * 1024,
             behaviour: Behaviour::default(),
@@ -188,6 +212,15 @@ impl SimConfig {
         }
         if self.apps.iter().any(|app| app.app_key.is_empty()) {
             return Err("app keys must not be empty".to_string());
+        }
+        let mut agents = std::collections::HashSet::new();
+        for suite in &self.suites {
+            if suite.suite_key.is_empty() || suite.corps.is_empty() {
+                return Err("a suite needs a suite key and at least one corp".to_string());
+            }
+            if suite.corps.iter().any(|corp| !agents.insert(corp.agent_id)) {
+                return Err("each corp needs an agent id of its own".to_string());
+            }
         }
         self.behaviour.validate()?;
         self.faults.validate()

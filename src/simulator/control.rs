@@ -32,6 +32,27 @@ pub(crate) async fn handle(
         (&Method::GET, "stats") => ok(&shared.lock().stats),
         (&Method::GET, "tokens") => ok(&shared.lock().issued_tokens()),
         (&Method::POST, "expire-tokens") => ok(&json!({ "expired": shared.expire_tokens() })),
+        (&Method::POST, "suite-ticket") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewTicket {
+                suite_key: String,
+                ticket: String,
+            }
+            match serde_json::from_slice::<NewTicket>(&body) {
+                Err(why) => error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"suite_key\": \"...\", \"ticket\": \"...\"}}: {why}"),
+                ),
+                Ok(new) if shared.set_suite_ticket(&new.suite_key, &new.ticket) => {
+                    ok(&json!({ "suite_key": new.suite_key }))
+                }
+                Ok(new) => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no suite {:?}", new.suite_key),
+                ),
+            }
+        }
         (&Method::GET, "tasks") => ok(&shared.tasks()),
         (&Method::POST, "tasks") => add_tasks(shared, &body),
         (&Method::GET, "faults") => ok(&shared.lock().faults),
@@ -56,14 +77,18 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::BAD_REQUEST, &why),
             }
         }
-        (_, "stats" | "tokens" | "expire-tokens" | "tasks" | "faults" | "behaviour") => error(
+        (
+            _,
+            "stats" | "tokens" | "expire-tokens" | "suite-ticket" | "tasks" | "faults"
+            | "behaviour",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{method} is not supported on {PREFIX}{route}"),
         ),
         _ => error(
             StatusCode::NOT_FOUND,
             &format!(
-                "no control route {PREFIX}{route}; there are stats, tokens, expire-tokens, tasks, faults and behaviour"
+                "no control route {PREFIX}{route}; there are stats, tokens, expire-tokens, suite-ticket, tasks, faults and behaviour"
             ),
         ),
     })

@@ -12,14 +12,26 @@ pub(crate) enum Endpoint {
     GetSendProgress,
     GetSendResult,
     AsyncSend,
+    /// `POST /v1.0/oauth2/{corpId}/token`: the unified token API.
+    UnifiedToken,
+    /// `POST /v1.0/oauth2/corpAccessToken`: a corp's token with the suite ticket.
+    CorpAccessToken,
+    /// `POST /service/get_corp_token`: a corp's token, signed.
+    GetCorpToken,
     SendByTemplate,
     Unknown,
 }
 
 impl Endpoint {
     pub fn from_path(path: &str) -> Endpoint {
-        if path == "/gettoken" {
-            return Endpoint::GetToken;
+        match path {
+            "/gettoken" => return Endpoint::GetToken,
+            "/service/get_corp_token" => return Endpoint::GetCorpToken,
+            "/v1.0/oauth2/corpAccessToken" => return Endpoint::CorpAccessToken,
+            _ => {}
+        }
+        if unified_token_corp(path).is_some() {
+            return Endpoint::UnifiedToken;
         }
         match path.strip_prefix(API_PREFIX) {
             Some("getsendprogress") => Endpoint::GetSendProgress,
@@ -28,6 +40,11 @@ impl Endpoint {
             Some("sendbytemplate") => Endpoint::SendByTemplate,
             _ => Endpoint::Unknown,
         }
+    }
+
+    /// Whether errors come the newer host's way: an HTTP status and a string `code`.
+    pub fn is_openapi(self) -> bool {
+        matches!(self, Endpoint::UnifiedToken | Endpoint::CorpAccessToken)
     }
 
     /// Whether calls count toward the monthly quota (token calls are exempt).
@@ -39,6 +56,26 @@ impl Endpoint {
                 | Endpoint::AsyncSend
                 | Endpoint::SendByTemplate
         )
+    }
+}
+
+/// The `corpId` of a unified token path, `/v1.0/oauth2/{corpId}/token`.
+pub(crate) fn unified_token_corp(path: &str) -> Option<&str> {
+    let corp = path.strip_prefix("/v1.0/oauth2/")?.strip_suffix("/token")?;
+    (!corp.is_empty() && !corp.contains('/') && corp != "corpAccessToken").then_some(corp)
+}
+
+/// An error answer of the newer API host: an HTTP status, a string `code` and a message.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct OpenApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl OpenApiError {
+    pub fn to_json(&self) -> Value {
+        json!({ "code": self.code, "message": self.message, "requestid": "sim" })
     }
 }
 
@@ -115,6 +152,11 @@ impl ApiError {
             90020,
             "企业本月API调用量已超过配额 (the organisation's monthly API quota is used up)",
         )
+    }
+
+    /// An oapi error with any code (the signed corp-token endpoint's).
+    pub fn code(errcode: i64, errmsg: &str) -> Self {
+        ApiError::new(errcode, errmsg)
     }
 
     pub fn busy() -> Self {

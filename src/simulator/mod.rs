@@ -26,9 +26,19 @@
 //!   (the per-IP ban as JSON, HTTP 200), `punish-html` (the ban as an HTML page, HTTP 405),
 //!   `busy` (errcode -1), `truncated` (JSON cut halfway), `slow` (answered after
 //!   `slow_delay_ms`), `drop` (connection closed without an answer).
+//! - **Third-party apps** ([`SimSuite`]): a suite's corps ([`SimCorp`]) get tokens from the
+//!   unified `POST /v1.0/oauth2/{corpId}/token` (client credentials; HTTP 400
+//!   `invalid.client` / `unsupported.grant.type`, 401 `unauthorized.client`), from
+//!   `POST /v1.0/oauth2/corpAccessToken` (the current suite ticket; HTTP 400
+//!   `invalidSuiteKey`, `invalidSuiteTicket`, `invalidAuthInfo`) and from the signed
+//!   `POST /service/get_corp_token` (853001 timestamp not in ms, 853002 over a minute off,
+//!   853003 unknown accessKey, 853004 bad signature, 41023 no ticket, 40085 outdated ticket,
+//!   48004 corp not authorised). Every call issues a new token, bound to its corp: it asks
+//!   only about that corp's agent (another agent's task gets 40035), and its metered calls
+//!   count toward that corp's own monthly quota.
 //! - Unknown paths get errcode 22; request bodies over `max_body_bytes` get HTTP 413.
 //!
-//! Simplifications: any app may query any agent's tasks; departments in `asyncsend_v2`
+//! Simplifications: any internal app may query any agent's tasks; departments in `asyncsend_v2`
 //! stand for ten users each and `to_all_user` for an organisation of 500.
 //!
 //! # The demo app
@@ -69,6 +79,7 @@
 //! | `PUT` / `PATCH /_sim/behaviour` | replaces / changes them: `token_lifetime_ms` (7200000), `expiry_style` (`"flat"` or `"wrapped"`), `qps_limit` (20, 0 = none), `monthly_quota` (0 = none), `query_window_ms` (86400000), `quirks` (0..1), `send_timeline` (the script of `asyncsend_v2` and `sendbytemplate` tasks), `send_pace_per_minute` (5000: a send lasts its recipient count at this pace; 0 = the script's `duration_ms`) |
 //! | any method, `/_sim/echo/...` | answers what it received, for checking that a proxy relays faithfully: `{"method", "path", "query", "headers": [[name, value], ...] (in order), "body_length", "body_sha256", "body_base64" (bodies up to 64 KiB)}`, with the status of a `status` query parameter (200 by default) and the answer headers `x-echo: 1` and two `set-cookie` |
 //! | `POST /_sim/expire-tokens` | expires every token now; answers `{"expired": n}` |
+//! | `POST /_sim/suite-ticket` | DingTalk pushes a new suite ticket: `{"suite_key": "...", "ticket": "..."}`; the old one stops working |
 //! | `GET /_sim/tokens` | every access token issued so far (for checking that none leaks into logs) |
 //!
 //! A timeline is `{"start_delay_ms": 0, "duration_ms": 5000, "stall_at_percent": null,
@@ -102,7 +113,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, DINGTALK_SEND_PACE_PER_MINUTE,
-    ExpiryStyle, SimApp, SimClock, SimConfig,
+    ExpiryStyle, SimApp, SimClock, SimConfig, SimCorp, SimSuite,
 };
 pub use faults::{FaultConfig, FaultKind};
 pub use state::{CallCounts, FaultCounts, SimStats, TaskSpec, TaskView};
@@ -215,6 +226,12 @@ impl Simulator {
     /// were still valid.
     pub fn expire_tokens(&self) -> usize {
         self.shared.expire_tokens()
+    }
+
+    /// DingTalk pushes a new suite ticket: from now on the ticket-based corp-token APIs
+    /// accept only `ticket` for this suite. Returns whether the suite exists.
+    pub fn set_suite_ticket(&self, suite_key: &str, ticket: &str) -> bool {
+        self.shared.set_suite_ticket(suite_key, ticket)
     }
 
     /// Every access token issued so far, oldest first.

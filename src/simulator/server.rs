@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use super::api::{self, Answer, ApiError, Endpoint, Params};
 use super::control;
 use super::echo;
+use super::endpoint::unified_token_corp;
 use super::faults::{self, FaultKind};
 use super::state::{Shared, State};
 use super::wire::{CloseConnection, HttpResponse, json_response, read_body, respond};
@@ -104,12 +105,27 @@ async fn handle(
         Some(FaultKind::Truncated) | None => {}
     }
     let query = request.uri().query().map(str::to_string);
+    let path = request.uri().path().to_string();
     let body = read_body(request, shared.max_body_bytes).await?;
     let Some(body) = body else {
         return Ok(html(StatusCode::PAYLOAD_TOO_LARGE, PAYLOAD_TOO_LARGE_PAGE));
     };
-    let params = Params::parse(query.as_deref(), &body);
+    let mut params = Params::parse(query.as_deref(), &body);
     let now_ms = shared.now_ms();
+    if endpoint.is_openapi() {
+        if let Some(corp_id) = unified_token_corp(&path) {
+            params.set("corpId", corp_id);
+        }
+        let answer = api::openapi_answer(&mut shared.lock(), endpoint, &params, now_ms);
+        return Ok(match answer {
+            Ok(body) => json_response(body.to_string().into_bytes()),
+            Err(error) => respond(
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST),
+                "application/json;charset=utf-8",
+                error.to_json().to_string().into_bytes(),
+            ),
+        });
+    }
     let answer = {
         let mut state = shared.lock();
         let answer = api::answer(&mut state, endpoint, &params, now_ms);
@@ -140,7 +156,7 @@ fn render(state: &mut State, endpoint: Endpoint, answer: Answer) -> Vec<u8> {
             error.to_json()
         }
     };
-    if endpoint != Endpoint::GetToken {
+    if !matches!(endpoint, Endpoint::GetToken | Endpoint::GetCorpToken) {
         body["request_id"] = json!(state.request_id());
     }
     if body["errcode"] == 0 && state.draw_quirk() {

@@ -8,7 +8,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::config::{Behaviour, ExpiryStyle, SimApp, SimConfig};
+use super::config::{Behaviour, ExpiryStyle, SimApp, SimConfig, SimSuite};
 use super::endpoint::{ApiError, Endpoint};
 use super::faults::{FaultConfig, FaultKind};
 use super::timeline::{Timeline, numbered_user_id};
@@ -49,6 +49,13 @@ pub struct CallCounts {
     pub getsendprogress: u64,
     pub getsendresult: u64,
     pub asyncsend_v2: u64,
+    /// Corp-token requests of third-party apps, per API.
+    #[serde(default)]
+    pub unified_token: u64,
+    #[serde(default)]
+    pub corp_access_token: u64,
+    #[serde(default)]
+    pub get_corp_token: u64,
     #[serde(default)]
     pub sendbytemplate: u64,
     /// Requests to paths DingTalk does not have (answered with errcode 22).
@@ -120,6 +127,12 @@ pub struct SimStats {
     pub errcodes: BTreeMap<i64, u64>,
     /// Tasks known (scripted or sent).
     pub tasks: u64,
+    /// Per corp of a third-party app: calls counted toward its own quota this month.
+    #[serde(default)]
+    pub corp_month_calls: BTreeMap<String, u64>,
+    /// Per corp: access tokens issued to it.
+    #[serde(default)]
+    pub corp_tokens_issued: BTreeMap<String, u64>,
 }
 
 /// A task in the simulator.
@@ -143,13 +156,24 @@ impl SimTask {
 
 struct IssuedToken {
     app_key: String,
+    /// For a corp token: the corp and its agent, the only one the token may ask about.
+    corp: Option<(String, i64)>,
     expires_at_ms: i64,
+}
+
+/// Whose a valid access token is.
+pub(crate) struct TokenOwner {
+    /// The app key, or `suite_key/corp_id` for a corp token (the QPS window's key).
+    pub key: String,
+    /// For a corp token: the corp and its agent.
+    pub corp: Option<(String, i64)>,
 }
 
 pub(crate) struct State {
     pub behaviour: Behaviour,
     pub faults: FaultConfig,
     apps: Vec<SimApp>,
+    pub suites: Vec<SimSuite>,
     /// Seeded: decides faults and quirks, so a run can be repeated.
     chance: StdRng,
     /// Seeded from the OS: tokens and ids must not be guessable from the seed.
@@ -178,6 +202,7 @@ impl State {
             behaviour: config.behaviour.clone(),
             faults: config.faults.clone(),
             apps: config.apps.clone(),
+            suites: config.suites.clone(),
             chance: StdRng::seed_from_u64(config.seed),
             ids,
             issued: Vec::new(),
@@ -198,6 +223,9 @@ impl State {
             Endpoint::GetSendProgress => &mut calls.getsendprogress,
             Endpoint::GetSendResult => &mut calls.getsendresult,
             Endpoint::AsyncSend => &mut calls.asyncsend_v2,
+            Endpoint::UnifiedToken => &mut calls.unified_token,
+            Endpoint::CorpAccessToken => &mut calls.corp_access_token,
+            Endpoint::GetCorpToken => &mut calls.get_corp_token,
             Endpoint::SendByTemplate => &mut calls.sendbytemplate,
             Endpoint::Unknown => &mut calls.unknown,
         } += 1;
@@ -269,6 +297,7 @@ impl State {
         self.tokens.insert(
             token.clone(),
             IssuedToken {
+                corp: None,
                 app_key: app_key.to_string(),
                 expires_at_ms,
             },
@@ -280,14 +309,48 @@ impl State {
         (token, expires_in_s)
     }
 
-    /// The app a call's access token belongs to, or the error DingTalk answers.
-    pub fn authenticate(&mut self, token: &str, now_ms: i64) -> Result<String, ApiError> {
+    /// A new token for a corp of a suite: the corp-token APIs never hand out the same token
+    /// twice. Returns the token and its lifetime in whole seconds.
+    pub fn issue_corp_token(
+        &mut self,
+        suite_key: &str,
+        corp_id: &str,
+        agent_id: i64,
+        now_ms: i64,
+    ) -> (String, i64) {
+        let lifetime_ms = self.behaviour.token_lifetime_ms;
+        let token: String = (0..32)
+            .map(|_| char::from(b"0123456789abcdef"[self.ids.random_range(0..16)]))
+            .collect();
+        self.tokens.insert(
+            token.clone(),
+            IssuedToken {
+                app_key: format!("{suite_key}/{corp_id}"),
+                corp: Some((corp_id.to_string(), agent_id)),
+                expires_at_ms: now_ms + lifetime_ms,
+            },
+        );
+        self.issued.push(token.clone());
+        self.stats.tokens_issued += 1;
+        *self
+            .stats
+            .corp_tokens_issued
+            .entry(corp_id.to_string())
+            .or_default() += 1;
+        (token, (lifetime_ms / 1000).max(1))
+    }
+
+    /// The app (or corp) a call's access token belongs to, or the error DingTalk answers.
+    pub fn authenticate(&mut self, token: &str, now_ms: i64) -> Result<TokenOwner, ApiError> {
         let style = self.behaviour.expiry_style;
         let verdict = if token.trim().is_empty() {
             Err(ApiError::blank_token())
         } else {
             match self.tokens.get(token) {
-                Some(issued) if issued.expires_at_ms > now_ms => Ok(issued.app_key.clone()),
+                Some(issued) if issued.expires_at_ms > now_ms => Ok(TokenOwner {
+                    key: issued.app_key.clone(),
+                    corp: issued.corp.clone(),
+                }),
                 Some(_) => Err(match style {
                     ExpiryStyle::Flat => ApiError::token_expired(),
                     ExpiryStyle::Wrapped => ApiError::token_invalid_wrapped(),
@@ -327,6 +390,7 @@ impl State {
     pub fn admit(
         &mut self,
         app_key: &str,
+        corp: Option<&str>,
         endpoint: Endpoint,
         now_ms: i64,
     ) -> Result<(), ApiError> {
@@ -347,13 +411,37 @@ impl State {
             if month != self.quota_month {
                 self.quota_month = month;
                 self.stats.month_calls = 0;
+                self.stats.corp_month_calls.clear();
             }
-            let quota = self.behaviour.monthly_quota;
-            if quota > 0 && self.stats.month_calls >= quota {
+            // Each organisation has its own quota: the internal apps' one, and each corp
+            // that authorised a suite.
+            let (quota, used) = match corp {
+                None => (self.behaviour.monthly_quota, &mut self.stats.month_calls),
+                Some(corp_id) => {
+                    let own = self
+                        .suites
+                        .iter()
+                        .flat_map(|suite| &suite.corps)
+                        .find(|known| known.corp_id == corp_id)
+                        .map_or(0, |known| known.monthly_quota);
+                    let quota = if own > 0 {
+                        own
+                    } else {
+                        self.behaviour.monthly_quota
+                    };
+                    let used = self
+                        .stats
+                        .corp_month_calls
+                        .entry(corp_id.to_string())
+                        .or_default();
+                    (quota, used)
+                }
+            };
+            if quota > 0 && *used >= quota {
                 self.stats.quota_rejections += 1;
                 return Err(ApiError::quota_exhausted());
             }
-            self.stats.month_calls += 1;
+            *used += 1;
             self.stats.metered_calls += 1;
         }
         window.push_back(now_ms);
@@ -506,6 +594,22 @@ impl Shared {
         behaviour.validate()?;
         self.lock().behaviour = behaviour;
         Ok(())
+    }
+
+    /// DingTalk pushes a new suite ticket; returns whether the suite exists.
+    pub fn set_suite_ticket(&self, suite_key: &str, ticket: &str) -> bool {
+        let mut state = self.lock();
+        match state
+            .suites
+            .iter_mut()
+            .find(|suite| suite.suite_key == suite_key)
+        {
+            Some(suite) => {
+                suite.suite_ticket = ticket.to_string();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn expire_tokens(&self) -> usize {

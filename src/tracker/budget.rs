@@ -50,8 +50,28 @@ use crate::clock::{quota_month, quota_month_end_ms};
 use crate::dingtalk::{ApiFailure, CallGate, Deferral};
 use crate::telemetry::Telemetry;
 
-/// The store key under which the 90020 stop is kept across restarts.
+/// The store key under which the 90020 stop is kept across restarts (followed by the
+/// scope's key for a third-party corp).
 const QUOTA_EXHAUSTED_KEY: &str = "quota_exhausted";
+
+/// Whose monthly quota a gate counts: a third-party app's corp, which DingTalk gives a quota
+/// of its own. The gate without a scope counts the organisation of the internal apps.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BudgetScope {
+    /// The app's name (its `app` label).
+    pub app: String,
+    /// The corp's id: its counts are stored under it, so renaming the corp keeps them.
+    pub corp_id: String,
+    /// The corp's name (its `corp` label).
+    pub corp: String,
+}
+
+impl BudgetScope {
+    /// The scope's key in the store: `app/corp_id`.
+    pub fn store_key(&self) -> String {
+        format!("{}/{}", self.app, self.corp_id)
+    }
+}
 
 /// When the store cannot count a call, the call waits this long before it is tried again:
 /// short, because a store hiccup (a locked file, a full disk being cleared) may pass soon.
@@ -217,6 +237,11 @@ impl Ledger {
 /// the quota belongs to the organisation.
 pub struct MonthlyCallGate {
     store: Arc<dyn TaskStore>,
+    scope: Option<BudgetScope>,
+    /// The scope's key in the store: empty for the internal apps' organisation.
+    scope_key: String,
+    /// The store key of the 90020 stop of this scope.
+    exhausted_key: String,
     telemetry: Arc<Telemetry>,
     ledger: Mutex<Ledger>,
     /// Signalled after every commit, for the callers waiting on theirs or for their turn.
@@ -232,9 +257,29 @@ impl MonthlyCallGate {
         telemetry: Arc<Telemetry>,
         now_ms: i64,
     ) -> Result<MonthlyCallGate, StoreError> {
+        MonthlyCallGate::for_scope(store, None, budget, telemetry, now_ms)
+    }
+
+    /// The gate of one scope: `None` for the organisation of the internal apps, or one
+    /// third-party corp, whose count and 90020 stop are stored apart from every other's.
+    pub fn for_scope(
+        store: Arc<dyn TaskStore>,
+        scope: Option<BudgetScope>,
+        budget: u64,
+        telemetry: Arc<Telemetry>,
+        now_ms: i64,
+    ) -> Result<MonthlyCallGate, StoreError> {
+        let scope_key = scope
+            .as_ref()
+            .map(BudgetScope::store_key)
+            .unwrap_or_default();
+        let exhausted_key = match &scope {
+            None => QUOTA_EXHAUSTED_KEY.to_string(),
+            Some(_) => format!("{QUOTA_EXHAUSTED_KEY}/{scope_key}"),
+        };
         let month = quota_month(now_ms);
-        let calls = store.month_calls(&month)?;
-        let exhausted_month = match store.exporter_state(QUOTA_EXHAUSTED_KEY)? {
+        let calls = store.month_calls(&scope_key, &month)?;
+        let exhausted_month = match store.exporter_state(&exhausted_key)? {
             None => None,
             Some(text) => match serde_json::from_str::<QuotaExhaustion>(&text) {
                 Ok(stop) if stop.month == month && stop.budget == budget => {
@@ -253,19 +298,22 @@ impl MonthlyCallGate {
                             "the monthly call budget changed: lifting the stop DingTalk's 90020 caused"
                         );
                     }
-                    store.set_exporter_state(QUOTA_EXHAUSTED_KEY, None)?;
+                    store.set_exporter_state(&exhausted_key, None)?;
                     None
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "ignoring an unreadable stored 90020 stop");
-                    store.set_exporter_state(QUOTA_EXHAUSTED_KEY, None)?;
+                    store.set_exporter_state(&exhausted_key, None)?;
                     None
                 }
             },
         };
-        telemetry.record_month_calls(calls);
-        Ok(MonthlyCallGate {
+        let gate_scope = scope.clone();
+        let gate = MonthlyCallGate {
             store,
+            scope: gate_scope,
+            scope_key,
+            exhausted_key,
             telemetry,
             ledger: Mutex::new(Ledger {
                 budget,
@@ -280,7 +328,18 @@ impl MonthlyCallGate {
                 last_store_warning_ms: None,
             }),
             committed: Condvar::new(),
-        })
+        };
+        gate.show_month_calls(calls);
+        Ok(gate)
+    }
+
+    /// Publishes this scope's count as `dingtalk_api_month_calls`.
+    fn show_month_calls(&self, calls: u64) {
+        let labels = self
+            .scope
+            .as_ref()
+            .map(|scope| (scope.app.as_str(), scope.corp.as_str()));
+        self.telemetry.record_month_calls(labels, calls);
     }
 
     /// The configured budget, 0 for none.
@@ -304,7 +363,7 @@ impl MonthlyCallGate {
                     new_budget = budget,
                     "the monthly call budget changed: lifting the stop DingTalk's 90020 caused"
                 );
-                if let Err(err) = self.store.set_exporter_state(QUOTA_EXHAUSTED_KEY, None) {
+                if let Err(err) = self.store.set_exporter_state(&self.exhausted_key, None) {
                     // The stored stop names the old budget, so a restart with the new one lifts
                     // it too; nothing is lost by only warning.
                     tracing::warn!(error = %err, "could not clear the stored 90020 stop");
@@ -538,7 +597,7 @@ impl MonthlyCallGate {
         // A panicking store must not leave `committing` set forever: every later call would
         // wait for a commit that never concludes.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.store.add_month_calls(&month, calls)
+            self.store.add_month_calls(&self.scope_key, &month, calls)
         }))
         .unwrap_or_else(|_| {
             Err(StoreError(format!(
@@ -564,7 +623,7 @@ impl MonthlyCallGate {
             Ok(total) => {
                 let total = *total;
                 ledger.calls = Some(total);
-                self.telemetry.record_month_calls(total);
+                self.show_month_calls(total);
                 let budget = ledger.budget;
                 if budget > 0 && total >= budget && total - batch.calls < budget {
                     tracing::info!(
@@ -598,16 +657,16 @@ impl MonthlyCallGate {
         ledger.bucket = Bucket::full();
         self.stop_holding_back(ledger, now_ms, "a new quota month began");
         let calls = self.known_calls(ledger, now_ms);
-        self.telemetry.record_month_calls(calls.unwrap_or(0));
+        self.show_month_calls(calls.unwrap_or(0));
     }
 
     /// The ledger's count, read from the store when unknown.
     fn known_calls(&self, ledger: &mut Ledger, now_ms: i64) -> Option<u64> {
         if ledger.calls.is_none() {
-            match self.store.month_calls(&ledger.month) {
+            match self.store.month_calls(&self.scope_key, &ledger.month) {
                 Ok(calls) => {
                     ledger.calls = Some(calls);
-                    self.telemetry.record_month_calls(calls);
+                    self.show_month_calls(calls);
                 }
                 Err(err) => self.warn_store_failure(ledger, now_ms, &err),
             }
@@ -652,10 +711,18 @@ impl CallGate for MonthlyCallGate {
                 return;
             }
             ledger.exhausted_month = Some(ledger.month.clone());
-            tracing::warn!(
-                month = %ledger.month,
-                "DingTalk answered 90020: the organisation's monthly API quota is used up; metered calls stop until the month ends"
-            );
+            match &self.scope {
+                None => tracing::warn!(
+                    month = %ledger.month,
+                    "DingTalk answered 90020: the organisation's monthly API quota is used up; metered calls stop until the month ends"
+                ),
+                Some(scope) => tracing::warn!(
+                    app = %scope.app,
+                    corp = %scope.corp,
+                    month = %ledger.month,
+                    "DingTalk answered 90020: this corp's monthly API quota is used up; its metered calls stop until the month ends (other corps and apps go on)"
+                ),
+            }
             let stop = QuotaExhaustion {
                 month: ledger.month.clone(),
                 budget: ledger.budget,
@@ -664,7 +731,7 @@ impl CallGate for MonthlyCallGate {
                 .map_err(|err| StoreError(format!("cannot encode the 90020 stop: {err}")))
                 .and_then(|text| {
                     self.store
-                        .set_exporter_state(QUOTA_EXHAUSTED_KEY, Some(&text))
+                        .set_exporter_state(&self.exhausted_key, Some(&text))
                 });
             if let Err(err) = stored {
                 tracing::warn!(
@@ -720,10 +787,15 @@ mod tests {
         fn load_all(&self) -> Result<Vec<Task>, StoreError> {
             Ok(Vec::new())
         }
-        fn month_calls(&self, _month: &str) -> Result<u64, StoreError> {
+        fn month_calls(&self, _scope: &str, _month: &str) -> Result<u64, StoreError> {
             Ok(self.calls)
         }
-        fn add_month_calls(&self, _month: &str, _calls: u64) -> Result<u64, StoreError> {
+        fn add_month_calls(
+            &self,
+            _scope: &str,
+            _month: &str,
+            _calls: u64,
+        ) -> Result<u64, StoreError> {
             Err(StoreError("disk full".to_string()))
         }
         fn exporter_state(&self, _key: &str) -> Result<Option<String>, StoreError> {

@@ -97,6 +97,8 @@ const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    // The monthly call counts are kept per quota scope: '' for the organisation of the
+    // internal apps (every count of 0.1.0), `app/corp_id` for each corp of a third-party app.
     // Who registered a task and for how many recipients (tasks of 0.1.0 came through the
     // API or the config file, which it did not tell apart: they read as `api`).
     // The poller's memory leaves its JSON text (about 760 of a task's ~1,190 bytes at rest,
@@ -130,6 +132,16 @@ const MIGRATIONS: &[Migration] = &[
         ALTER TABLE tasks DROP COLUMN schedule;
         ALTER TABLE tasks ADD COLUMN source TEXT NOT NULL DEFAULT 'api';
         ALTER TABLE tasks ADD COLUMN recipients_expected BIGINT;
+        CREATE TABLE month_calls_by_scope (
+            scope TEXT NOT NULL,
+            month TEXT NOT NULL,
+            calls BIGINT NOT NULL,
+            PRIMARY KEY (scope, month)
+        );
+        INSERT INTO month_calls_by_scope (scope, month, calls)
+            SELECT '', month, calls FROM month_calls;
+        DROP TABLE month_calls;
+        ALTER TABLE month_calls_by_scope RENAME TO month_calls;
     ",
     },
 ];
@@ -496,14 +508,14 @@ impl TaskStore for SqliteStore {
         )
     }
 
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
         self.read(
             || format!("cannot read the call counter of {month}"),
             |tx| {
                 let calls: Option<i64> = tx
                     .query_row(
-                        "SELECT calls FROM month_calls WHERE month = ?1",
-                        [month],
+                        "SELECT calls FROM month_calls WHERE scope = ?1 AND month = ?2",
+                        [scope, month],
                         |row| row.get(0),
                     )
                     .optional()?;
@@ -512,15 +524,16 @@ impl TaskStore for SqliteStore {
         )
     }
 
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
         self.write(
             || format!("cannot count {calls} call(s) in {month}"),
             |tx| {
                 let total: i64 = tx.query_row(
-                    "INSERT INTO month_calls (month, calls) VALUES (?1, ?2) \
-                     ON CONFLICT (month) DO UPDATE SET calls = month_calls.calls + excluded.calls \
+                    "INSERT INTO month_calls (scope, month, calls) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (scope, month) DO UPDATE \
+                     SET calls = month_calls.calls + excluded.calls \
                      RETURNING calls",
-                    (month, to_column("calls", calls)?),
+                    (scope, month, to_column("calls", calls)?),
                     |row| row.get(0),
                 )?;
                 to_count("month_calls.calls", total)

@@ -35,11 +35,13 @@ pub trait TaskStore: Send + Sync {
     /// Every stored task, in no particular order.
     fn load_all(&self) -> Result<Vec<Task>, StoreError>;
 
-    /// Metered calls counted for a quota month (`YYYY-MM`); 0 for a month never seen.
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError>;
+    /// Metered calls counted for a quota month (`YYYY-MM`) of a quota scope (`""` for the
+    /// internal apps' organisation, `app/corp_id` for a third-party corp); 0 for a month
+    /// never seen.
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError>;
 
-    /// Adds `calls` to a quota month's counter and returns the new total.
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError>;
+    /// Adds `calls` to a scope's quota month counter and returns the new total.
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError>;
 
     /// A small named fact the exporter keeps across restarts (such as the quota month in
     /// which DingTalk answered 90020); `None` when it was never written or has been cleared.

@@ -302,11 +302,15 @@ pub fn harness_for_app(
         app_key: app_key.to_string(),
         app_secret: Secret::new(app_secret),
         api_url: api_url.to_string(),
+        token_api: dingtalk_exporter::config::TokenApi::GetToken,
+        corp_id: None,
+        corp: None,
     };
     let settings = DingTalkSettings {
         max_qps: options.max_qps,
         monthly_call_budget: 0,
         timeout: options.timeout,
+        openapi_url: "https://api.dingtalk.com".to_string(),
     };
     let telemetry = Arc::new(Telemetry::new());
     let gate = Arc::new(CountingGate::default());

@@ -108,6 +108,22 @@ impl ExporterProcess {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Whether a log line holding `needle` arrives within 10 s: the exporter writes a line
+    /// before it answers, but the line reaches this process through a pipe and a reader
+    /// thread, possibly after the answer.
+    pub fn logged_soon(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::park_timeout(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `kill -9`: no chance to clean up.
     pub fn kill(mut self) {
         let _ = self.child.kill();

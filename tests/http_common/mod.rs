@@ -79,13 +79,13 @@ impl TaskStore for TestStore {
         self.sqlite.load_all()
     }
 
-    fn month_calls(&self, month: &str) -> Result<u64, StoreError> {
-        self.sqlite.month_calls(month)
+    fn month_calls(&self, scope: &str, month: &str) -> Result<u64, StoreError> {
+        self.sqlite.month_calls(scope, month)
     }
 
-    fn add_month_calls(&self, month: &str, calls: u64) -> Result<u64, StoreError> {
+    fn add_month_calls(&self, scope: &str, month: &str, calls: u64) -> Result<u64, StoreError> {
         self.check_writable()?;
-        self.sqlite.add_month_calls(month, calls)
+        self.sqlite.add_month_calls(scope, month, calls)
     }
 
     fn exporter_state(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -113,6 +113,7 @@ pub fn test_config() -> Config {
             max_qps: 10,
             monthly_call_budget: 0,
             timeout: Duration::from_secs(10),
+            openapi_url: "https://api.dingtalk.com".to_string(),
         },
         poll: PollSettings {
             min_interval: Duration::from_secs(5),
@@ -127,6 +128,9 @@ pub fn test_config() -> Config {
             app_key: "dingtestkey".to_string(),
             app_secret: Secret::new("test-app-secret"),
             api_url: "http://127.0.0.1:9".to_string(),
+            token_api: dingtalk_exporter::config::TokenApi::GetToken,
+            corp_id: None,
+            corp: None,
         }],
         static_tasks: Vec::new(),
         log: LogSettings {
