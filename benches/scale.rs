@@ -494,6 +494,8 @@ fn realistic_task(index: usize, rng: &mut StdRng, now: i64) -> Task {
         anchored_running: true,
         result_attempts: 0,
         last_interval_ms: rng.random_range(5_000..300_000),
+        started_at_ms: Some(started),
+        first_poll_placed: true,
     };
 
     let kind: f64 = rng.random();

@@ -680,6 +680,8 @@ mod tests {
             poll: PollSettings {
                 min_interval: Duration::from_secs(5),
                 max_interval: Duration::from_secs(300),
+                stall_after: Duration::from_secs(3600),
+                stalled_interval: Duration::from_secs(1800),
                 task_max_age: Duration::from_secs(86_400),
                 task_retention: Duration::from_secs(3_600),
                 tasks_max: 10,

@@ -18,7 +18,7 @@
 //! dingtalk: {api_url: "https://oapi.dingtalk.com", app_key: dingabc, app_secret_file: secret,
 //!            max_qps: 10, monthly_call_budget: 5000, timeout: 10s}
 //! storage:  {path: dingtalk-exporter.db}
-//! poll:     {min_interval: 5s, max_interval: 5m}
+//! poll:     {min_interval: 5s, max_interval: 5m, stall_after: 1h, stalled_interval: 30m}
 //! task:     {max_age: 24h, retention: 1h}
 //! tasks_max: 10000
 //! log:      {level: info, format: logfmt}
@@ -107,6 +107,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STORAGE_PATH: &str = "dingtalk-exporter.db";
 pub const DEFAULT_POLL_MIN_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_POLL_MAX_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_POLL_STALL_AFTER: Duration = Duration::from_secs(3600);
+pub const DEFAULT_POLL_STALLED_INTERVAL: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_TASK_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_TASK_RETENTION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_TASKS_MAX: usize = 10_000;
@@ -169,6 +171,10 @@ pub struct DingTalkSettings {
 pub struct PollSettings {
     pub min_interval: Duration,
     pub max_interval: Duration,
+    /// A task whose progress has not changed for this long is polled every
+    /// `stalled_interval`.
+    pub stall_after: Duration,
+    pub stalled_interval: Duration,
     /// Stop polling a task this long after it was created.
     pub task_max_age: Duration,
     /// How long a finished, expired or invalid task stays on `/metrics`.

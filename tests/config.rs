@@ -62,6 +62,8 @@ tasks:
 poll:
   min_interval: 2s
   max_interval: 1m
+  stall_after: 90m
+  stalled_interval: 20m
 ";
 
 /// A file with two apps, static tasks and a poll section loads into exactly that.
@@ -113,6 +115,8 @@ fn two_apps_static_tasks_and_poll_section_load() {
     );
     assert_eq!(config.poll.min_interval, Duration::from_secs(2));
     assert_eq!(config.poll.max_interval, Duration::from_secs(60));
+    assert_eq!(config.poll.stall_after, Duration::from_secs(90 * 60));
+    assert_eq!(config.poll.stalled_interval, Duration::from_secs(20 * 60));
     // What the file leaves out keeps its default.
     assert_eq!(config.poll.task_max_age, Duration::from_secs(24 * 3600));
     assert_eq!(config.web.listen_address, ":10050");
@@ -588,6 +592,8 @@ fn check_reports_what_was_loaded() {
         .collect();
     for line in [
         "poll.min_interval = 2s (config file)",
+        "poll.stall_after = 1h30m (config file)",
+        "poll.stalled_interval = 20m (config file)",
         "log.level = debug (flag)",
         "web.listen_address = :10050 (default)",
         "dingtalk.monthly_call_budget = 0 (default)",

@@ -23,6 +23,8 @@ const INTERFACE_FLAGS: &[(&str, &str)] = &[
     ("storage.path", "dingtalk-exporter.db"),
     ("poll.min-interval", "5s"),
     ("poll.max-interval", "5m"),
+    ("poll.stall-after", "1h"),
+    ("poll.stalled-interval", "30m"),
     ("task.max-age", "24h"),
     ("task.retention", "1h"),
     ("tasks.max", "10000"),
@@ -76,6 +78,8 @@ fn every_flag_default_matches_the_interface() {
         ("dingtalk.timeout", config.dingtalk.timeout),
         ("poll.min-interval", config.poll.min_interval),
         ("poll.max-interval", config.poll.max_interval),
+        ("poll.stall-after", config.poll.stall_after),
+        ("poll.stalled-interval", config.poll.stalled_interval),
         ("task.max-age", config.poll.task_max_age),
         ("task.retention", config.poll.task_retention),
     ];
@@ -192,6 +196,8 @@ fn flags_set_their_settings() {
         db.to_str().unwrap(),
         "--poll.min-interval=1s",
         "--poll.max-interval=1h30m",
+        "--poll.stall-after=2h",
+        "--poll.stalled-interval=45m",
         "--task.max-age=12h",
         "--task.retention=10m",
         "--tasks.max=5",
@@ -208,6 +214,8 @@ fn flags_set_their_settings() {
     assert_eq!(config.storage_path, db);
     assert_eq!(config.poll.min_interval, Duration::from_secs(1));
     assert_eq!(config.poll.max_interval, Duration::from_secs(5400));
+    assert_eq!(config.poll.stall_after, Duration::from_secs(7200));
+    assert_eq!(config.poll.stalled_interval, Duration::from_secs(2700));
     assert_eq!(config.poll.task_max_age, Duration::from_secs(12 * 3600));
     assert_eq!(config.poll.task_retention, Duration::from_secs(600));
     assert_eq!(config.poll.tasks_max, 5);
@@ -224,6 +232,11 @@ fn malformed_flag_values_are_refused() {
         (&["--log.level=verbose"][..], "--log.level"),
         (&["--log.format=text"][..], "--log.format"),
         (&["--task.retention=1 h"][..], "--task.retention"),
+        (&["--poll.stall-after=soon"][..], "--poll.stall-after"),
+        (
+            &["--poll.stalled-interval=30"][..],
+            "--poll.stalled-interval",
+        ),
     ] {
         let err = parse(args).map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(flag), "{args:?}: {err}");

@@ -135,8 +135,8 @@ async fn quota_exhaustion_stops_polling() {
     );
 }
 
-/// A task whose progress has stalled is still asked about at least every
-/// `--poll.max-interval`, so a stall (or a late recovery) is seen in time.
+/// A task whose progress has stalled is still asked about at least every two
+/// `--poll.max-interval`s until `--poll.stall-after`, so a late recovery is seen in time.
 #[tokio::test]
 async fn stalled_tasks_are_polled_at_least_every_max_interval() {
     let sim = simulator(Behaviour::default()).await;
@@ -165,9 +165,142 @@ async fn stalled_tasks_are_polled_at_least_every_max_interval() {
         })
         .await;
         let gap = seen_at.elapsed();
-        // One max interval (1 s), plus slack for a loaded machine.
-        assert!(gap < Duration::from_millis(2_500), "no poll for {gap:?}");
+        // Two max intervals (1 s each) once quiet, plus slack for a loaded machine.
+        assert!(gap < Duration::from_millis(3_500), "no poll for {gap:?}");
         previous = next;
         seen_at = Instant::now();
     }
+}
+
+/// Once its progress has not changed for `--poll.stall-after`, a task is asked about only
+/// every `--poll.stalled-interval`: a stuck task no longer costs a call every max interval.
+#[tokio::test]
+async fn stalled_tasks_are_polled_at_the_stalled_interval() {
+    let sim = simulator(Behaviour::default()).await;
+    let (_dir, db) = temp_db();
+    let exporter = exporter(
+        &sim,
+        &db,
+        &["--poll.stall-after=3s", "--poll.stalled-interval=4s"],
+    );
+    let task = register_stalled(&sim, &exporter, 1).await[0];
+    let url = exporter.url(&format!("/api/v1/tasks/{AGENT}/{task}"));
+    // Metered calls so far, once a poll has seen the stall at least 3 s old
+    // (--poll.stall-after): from then on the stalled interval applies.
+    let calls_once_stalled = |url: String| async move {
+        let answer: serde_json::Value = serde_json::from_str(&get_text(&url).await?).ok()?;
+        let time = |field: &str| {
+            chrono::DateTime::parse_from_rfc3339(answer[field].as_str()?)
+                .ok()
+                .map(|at| at.timestamp_millis())
+        };
+        let stalled_for = time("last_poll_at")? - time("last_progress_change_at")?;
+        (answer["progress_ratio"] == 0.35 && stalled_for >= 3_000)
+            .then(|| answer["metered_calls"].as_u64())
+            .flatten()
+    };
+    let before = eventually("the stall seen 3 s old", WAIT, || {
+        calls_once_stalled(url.clone())
+    })
+    .await;
+    // The next 8 s: two polls at the stalled interval (4 s), where the max interval (1 s)
+    // would make eight.
+    let window = Instant::now();
+    let after = eventually("8 s of stalled polling", WAIT, || {
+        let url = url.clone();
+        async move {
+            let calls = calls_once_stalled(url).await?;
+            (window.elapsed() >= Duration::from_secs(8)).then_some(calls)
+        }
+    })
+    .await;
+    let spent = after - before;
+    assert!(
+        (1..=3).contains(&spent),
+        "{spent} calls in 8 s of a stalled task"
+    );
+}
+
+/// A finished task registered with more than 100 recipients costs no `getsendresult` call
+/// (DingTalk would refuse it), and says so in its answer; one with fewer is asked once.
+#[tokio::test]
+async fn no_result_call_for_tasks_with_more_than_100_recipients() {
+    let sim = simulator(Behaviour::default()).await;
+    let (_dir, db) = temp_db();
+    let exporter = exporter(&sim, &db, &[]);
+    let large = sim.add_task(AGENT, Timeline::fast().with_recipients(150));
+    let small = sim.add_task(AGENT, Timeline::fast());
+    let batch = serde_json::json!([
+        {"agent_id": AGENT, "task_id": large, "recipients": 150},
+        {"agent_id": AGENT, "task_id": small, "recipients": 10},
+    ]);
+    let status = reqwest::Client::new()
+        .post(exporter.url("/api/v1/tasks"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+    let outcome = |task: i64| {
+        let url = exporter.url(&format!("/api/v1/tasks/{AGENT}/{task}"));
+        async move {
+            let answer: serde_json::Value = serde_json::from_str(&get_text(&url).await?).ok()?;
+            let outcome = answer["result"]["outcome"].as_str()?.to_string();
+            (outcome != "pending").then_some(outcome)
+        }
+    };
+    let large_outcome = eventually("the large task finished", WAIT, || outcome(large)).await;
+    let small_outcome = eventually("the small task's result", WAIT, || outcome(small)).await;
+    assert_eq!(large_outcome, "too_many_recipients");
+    assert_eq!(small_outcome, "fetched");
+    assert_eq!(sim.stats().calls.getsendresult, 1);
+}
+
+/// A running task carries the scheduler's expected completion on `/metrics` and in the
+/// task API, in the future while it runs; a finished task has none.
+#[tokio::test]
+async fn running_tasks_expose_their_expected_completion() {
+    let sim = simulator(Behaviour::default()).await;
+    let (_dir, db) = temp_db();
+    let exporter = exporter(&sim, &db, &[]);
+    let task = sim.add_task(AGENT, Timeline::slow());
+    let batch = serde_json::json!({"agent_id": AGENT, "task_id": task});
+    reqwest::Client::new()
+        .post(exporter.url("/api/v1/tasks"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let task_label = task.to_string();
+    let agent_label = AGENT.to_string();
+    let labels = [
+        ("agent_id", agent_label.as_str()),
+        ("task_id", task_label.as_str()),
+    ];
+    let expected = eventually("an expected completion", WAIT, || {
+        metric(
+            &exporter,
+            "dingtalk_task_expected_completion_timestamp_seconds",
+            &labels,
+        )
+    })
+    .await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // The slow script takes ten minutes from its start; an estimate from the first whole
+    // percents is rough, but of that order.
+    assert!(
+        expected > now_s && expected < now_s + 1_200.0,
+        "expected at {expected}, now {now_s}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(
+        &get_text(&exporter.url(&format!("/api/v1/tasks/{AGENT}/{task}")))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(answer["expected_completion_at"].is_string(), "{answer}");
 }

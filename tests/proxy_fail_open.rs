@@ -14,7 +14,7 @@ use dingtalk_exporter::proxy::{ProxySetup, TrackingProxy};
 use dingtalk_exporter::simulator::{SimApp, SimConfig, Simulator};
 use dingtalk_exporter::telemetry::Telemetry;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
-use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore, Tracker};
+use dingtalk_exporter::tracker::{LearnedPace, StoreError, Task, TaskKey, TaskStore, Tracker};
 use serde_json::{Value, json};
 
 const APP_KEY: &str = "dingfailopen";
@@ -82,6 +82,12 @@ impl TaskStore for UnreliableStore {
     }
     fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.sqlite.set_exporter_state(key, value)
+    }
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+        self.sqlite.learned_paces()
+    }
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError> {
+        self.sqlite.save_learned_pace(agent_id, pace)
     }
 }
 

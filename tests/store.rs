@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use dingtalk_exporter::dingtalk::RecipientCounts;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
 use dingtalk_exporter::tracker::{
-    PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState, TaskStore,
+    LearnedPace, PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState,
+    TaskStore,
 };
 
 fn scratch_file() -> (tempfile::TempDir, PathBuf) {
@@ -56,7 +57,10 @@ fn finished_task() -> Task {
             anchored_running: true,
             result_attempts: u32::MAX,
             last_interval_ms: i64::MAX,
+            started_at_ms: Some(1_790_000_000_250),
+            first_poll_placed: true,
         },
+        expected_completion_at_ms: Some(1_790_000_360_000),
     }
 }
 
@@ -85,7 +89,10 @@ fn refused_task() -> Task {
             anchored_running: false,
             result_attempts: 2,
             last_interval_ms: -1,
+            started_at_ms: None,
+            first_poll_placed: false,
         },
+        expected_completion_at_ms: None,
     }
 }
 
@@ -232,6 +239,27 @@ fn month_counter_is_per_month_and_persists() {
     assert_eq!(store.month_calls("", "2026-12").expect("calls"), 2);
     assert_eq!(store.month_calls("", "2027-01").expect("calls"), 0);
     assert_eq!(store.add_month_calls("", "2026-12", 1).expect("add"), 3);
+}
+
+/// The pace learned per app is stored per agent, replaced on save, and kept across reopening.
+#[test]
+fn learned_paces_are_per_app_and_persist() {
+    let (_dir, path) = scratch_file();
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store.learned_paces().unwrap().is_empty());
+    let mut quick = LearnedPace::default();
+    quick.learn_pace(500, 10_000);
+    quick.learn_completion(12_000);
+    let mut slow = LearnedPace::default();
+    slow.learn_pace(10, 60_000);
+    store.save_learned_pace(7, &slow).unwrap();
+    store.save_learned_pace(7, &quick).unwrap();
+    store.save_learned_pace(i64::MAX, &slow).unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    let mut paces = store.learned_paces().unwrap();
+    paces.sort_by_key(|(agent, _)| *agent);
+    assert_eq!(paces, vec![(7, quick), (i64::MAX, slow)]);
 }
 
 /// Exporter state can be written, overwritten and cleared.

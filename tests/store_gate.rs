@@ -12,7 +12,7 @@ use dingtalk_exporter::dingtalk::{ApiFailure, CallGate, Deferral};
 use dingtalk_exporter::telemetry::Telemetry;
 use dingtalk_exporter::tracker::budget::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
-use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore};
+use dingtalk_exporter::tracker::{LearnedPace, StoreError, Task, TaskKey, TaskStore};
 
 /// 2026-11-30T15:59:59.999Z: the last millisecond of November 2026 in Shanghai.
 const LAST_MS_OF_NOVEMBER: i64 = 1_796_054_399_999;
@@ -292,6 +292,14 @@ impl TaskStore for HeldCommitStore {
     }
     fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         self.inner.set_exporter_state(key, value)
+    }
+
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+        self.inner.learned_paces()
+    }
+
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError> {
+        self.inner.save_learned_pace(agent_id, pace)
     }
 }
 

@@ -113,6 +113,8 @@ fn a_release_0_1_0_store_opens_and_migrates() {
             anchored_running: true,
             result_attempts: 0,
             last_interval_ms: 30_000,
+            started_at_ms: None,
+            first_poll_placed: false,
         }
     );
 
@@ -132,6 +134,8 @@ fn a_release_0_1_0_store_opens_and_migrates() {
             anchored_running: false,
             result_attempts: 1,
             last_interval_ms: 5_000,
+            started_at_ms: None,
+            first_poll_placed: false,
         },
         "fields 0.1.0 wrote without a default come through"
     );
@@ -211,6 +215,8 @@ fn a_migrated_store_saves_and_reloads_poll_memory() {
         anchored_running: true,
         result_attempts: 2,
         last_interval_ms: 20_000,
+        started_at_ms: Some(12_000),
+        first_poll_placed: true,
     };
     store.save(std::slice::from_ref(&task)).unwrap();
     drop(store);

@@ -603,7 +603,7 @@ local promql = import '../lib/promql.libsonnet';
         "type": "table",
         "id": 10,
         "title": "Tasks",
-        "description": "Every tracked task: DingTalk's status (blue not started, orange sending, green completed; blank before the first answer), progress, when progress last changed, the errcode of the last poll, once finished who read it, and when it was registered. A task sending whose last change is long ago is stalled: see the DingTalkDeliveryStalled runbook. Errcode 40035 means DingTalk knows no such task for that agent: check the ids that were registered.",
+        "description": "Every tracked task: DingTalk's status (blue not started, orange sending, green completed; blank before the first answer), progress, when the exporter expects it to finish (\"in 4 minutes\"; blank without an estimate), when progress last changed, the errcode of the last poll, once finished who read it, and when it was registered. A task sending whose last change is long ago is stalled: see the DingTalkDeliveryStalled runbook. Errcode 40035 means DingTalk knows no such task for that agent: check the ids that were registered.",
         "gridPos": {
           "h": 10,
           "w": 24,
@@ -631,12 +631,13 @@ local promql = import '../lib/promql.libsonnet';
                 "app": 3,
                 "status": 4,
                 "Value #C": 5,
-                "Value #D": 6,
-                "Value #E": 7,
-                "Value #F": 8,
-                "Value #G": 9,
-                "Value #H": 10,
-                "Value #I": 11
+                "Value #J": 6,
+                "Value #D": 7,
+                "Value #E": 8,
+                "Value #F": 9,
+                "Value #G": 10,
+                "Value #H": 11,
+                "Value #I": 12
               },
               "renameByName": {
                 "name": "Name",
@@ -645,6 +646,7 @@ local promql = import '../lib/promql.libsonnet';
                 "app": "App",
                 "status": "Status",
                 "Value #C": "Progress",
+                "Value #J": "Expected end",
                 "Value #D": "Last progress change",
                 "Value #E": "Last errcode",
                 "Value #F": "Read",
@@ -750,6 +752,18 @@ local promql = import '../lib/promql.libsonnet';
                     "mode": "basic",
                     "valueDisplayMode": "text"
                   }
+                }
+              ]
+            },
+            {
+              "matcher": {
+                "id": "byName",
+                "options": "Expected end"
+              },
+              "properties": [
+                {
+                  "id": "unit",
+                  "value": "dateTimeFromNow"
                 }
               ]
             },
@@ -894,6 +908,7 @@ local promql = import '../lib/promql.libsonnet';
           tableTarget('A', 'max by (job, agent_id, task_id, %s) (%s)' % [infoLabels, sel('dingtalk_task_info')]),
           tableTarget('B', 'max by (job, agent_id, task_id, status) (%s == 1)' % sel('dingtalk_task_status')),
           tableTarget('C', 'max by (job, agent_id, task_id) (%s)' % sel('dingtalk_task_progress_ratio')),
+          tableTarget('J', 'max by (job, agent_id, task_id) (%s) * 1000' % sel('dingtalk_task_expected_completion_timestamp_seconds')),
           tableTarget('D', 'max by (job, agent_id, task_id) (%s) * 1000' % sel('dingtalk_task_last_progress_change_timestamp_seconds')),
           tableTarget('E', 'max by (job, agent_id, task_id) (%s)' % sel('dingtalk_task_last_errcode')),
           tableTarget('I', 'max by (job, agent_id, task_id) (%s) * 1000' % sel('dingtalk_task_created_timestamp_seconds')),

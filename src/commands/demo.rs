@@ -198,8 +198,10 @@ fn sample(kind: SampleKind, first_round: bool, rng: &mut StdRng) -> Option<Timel
             invalid: 2,
             ..Timeline::default()
         },
+        // Stalls within half a minute: the exporter polls a delivery where it should end, so
+        // a short one shows its stall (an answer that no longer moves) within a minute or two.
         SampleKind::Stalled => Timeline {
-            duration_ms: 120_000,
+            duration_ms: 30_000,
             stall_at_percent: Some(rng.random_range(20..70) as f64),
             ..Timeline::default()
         },

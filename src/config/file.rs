@@ -69,6 +69,8 @@ pub(super) struct StorageSection {
 pub(super) struct PollSection {
     pub min_interval: Option<FileDuration>,
     pub max_interval: Option<FileDuration>,
+    pub stall_after: Option<FileDuration>,
+    pub stalled_interval: Option<FileDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -248,6 +248,26 @@ pub struct PollFlags {
     )]
     pub max_interval: Option<PromDuration>,
 
+    /// A task whose progress has not changed for this long (stalled, or never started) is
+    /// polled at the stalled interval. [default: 1h]
+    #[arg(
+        long = "poll.stall-after",
+        env = "DINGTALK_EXPORTER_POLL_STALL_AFTER",
+        value_name = "DURATION",
+        help_heading = "Polling"
+    )]
+    pub stall_after: Option<PromDuration>,
+
+    /// Gap between polls of a task whose progress has not changed for --poll.stall-after; a
+    /// change returns it to normal polling. [default: 30m]
+    #[arg(
+        long = "poll.stalled-interval",
+        env = "DINGTALK_EXPORTER_POLL_STALLED_INTERVAL",
+        value_name = "DURATION",
+        help_heading = "Polling"
+    )]
+    pub stalled_interval: Option<PromDuration>,
+
     /// Stop polling a task this long after it was created (DingTalk answers about the last
     /// 24 hours only). [default: 24h]
     #[arg(

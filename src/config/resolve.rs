@@ -17,10 +17,11 @@ use crate::secret::Secret;
 use super::{
     AppConfig, Config, ConfigError, ConfigErrors, CorpSettings, DEFAULT_API_URL, DEFAULT_APP,
     DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_QPS, DEFAULT_MONTHLY_CALL_BUDGET, DEFAULT_OPENAPI_URL,
-    DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_STORAGE_PATH,
-    DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, ProxySettings, StaticTask,
-    TokenApi, WebSettings, file, rules,
+    DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL, DEFAULT_POLL_STALL_AFTER,
+    DEFAULT_POLL_STALLED_INTERVAL, DEFAULT_STORAGE_PATH, DEFAULT_TASK_MAX_AGE,
+    DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH, DEFAULT_TIMEOUT,
+    DingTalkSettings, LogSettings, PollSettings, ProxySettings, StaticTask, TokenApi, WebSettings,
+    file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -171,6 +172,14 @@ const MIN_INTERVAL: Key = Key {
 const MAX_INTERVAL: Key = Key {
     flag: "--poll.max-interval",
     file: "poll.max_interval",
+};
+const STALL_AFTER: Key = Key {
+    flag: "--poll.stall-after",
+    file: "poll.stall_after",
+};
+const STALLED_INTERVAL: Key = Key {
+    flag: "--poll.stalled-interval",
+    file: "poll.stalled_interval",
 };
 const TASK_MAX_AGE: Key = Key {
     flag: "--task.max-age",
@@ -607,6 +616,22 @@ impl Resolver {
             );
         }
         let picked = self.pick(
+            STALL_AFTER,
+            flags.stall_after,
+            poll.stall_after.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALL_AFTER),
+        );
+        let stall_after = self.positive(STALL_AFTER, picked);
+        let picked = self.pick(
+            STALLED_INTERVAL,
+            flags.stalled_interval,
+            poll.stalled_interval.map(|d| d.0),
+            PromDuration(DEFAULT_POLL_STALLED_INTERVAL),
+        );
+        // A stalled interval shorter than --poll.max-interval is allowed; the policy then
+        // polls stalled tasks at the max interval, never more often than running ones.
+        let stalled_interval = self.positive(STALLED_INTERVAL, picked);
+        let picked = self.pick(
             TASK_MAX_AGE,
             flags.task_max_age,
             task.max_age.map(|d| d.0),
@@ -628,6 +653,8 @@ impl Resolver {
         let settings = PollSettings {
             min_interval,
             max_interval,
+            stall_after,
+            stalled_interval,
             task_max_age,
             task_retention: task_retention.0,
             tasks_max,
@@ -707,7 +734,12 @@ fn known_keys(unknown: &str) -> Option<&'static [&'static str]> {
             "openapi_url",
         ],
         "storage" => &["path"],
-        "poll" => &["min_interval", "max_interval"],
+        "poll" => &[
+            "min_interval",
+            "max_interval",
+            "stall_after",
+            "stalled_interval",
+        ],
         "task" => &["max_age", "retention"],
         "log" => &["level", "format"],
         "apps" => &[
@@ -1286,7 +1318,7 @@ web: {listen_address: ':1', telemetry_path: /m, config_file: w.yml, api_token_fi
 dingtalk: {api_url: 'http://x', app_key: k, app_secret_file: s, max_qps: 1,
            monthly_call_budget: 1, timeout: 1s, openapi_url: 'http://y'}
 storage: {path: x.db}
-poll: {min_interval: 1s, max_interval: 2s}
+poll: {min_interval: 1s, max_interval: 2s, stall_after: 1h, stalled_interval: 30m}
 task: {max_age: 1h, retention: 1h}
 tasks_max: 1
 log: {level: info, format: json}

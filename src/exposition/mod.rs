@@ -85,8 +85,13 @@ const RECIPIENTS: Family = Family {
     help: "Recipients of a finished task by result (read, unread, failed, forbidden, invalid), from DingTalk's getsendresult, fetched once in the background.",
 };
 
+const EXPECTED_COMPLETION: Family = Family {
+    name: "dingtalk_task_expected_completion_timestamp_seconds",
+    help: "When the scheduler expects an unfinished task to reach 100%, from its rate of progress or its recipients and its app's learned pace; absent when it has no estimate (not started, stalled, finished).",
+};
+
 /// The task families in the order they are exposed.
-const TASK_FAMILIES: [&Family; 8] = [
+const TASK_FAMILIES: [&Family; 9] = [
     &PROGRESS_RATIO,
     &STATUS,
     &INFO,
@@ -95,6 +100,7 @@ const TASK_FAMILIES: [&Family; 8] = [
     &LAST_PROGRESS_CHANGE,
     &LAST_ERRCODE,
     &RECIPIENTS,
+    &EXPECTED_COMPLETION,
 ];
 
 const TASKS_BY_STATE: Family = Family {
@@ -111,7 +117,7 @@ const MONTH_CALL_BUDGET: Family = Family {
 struct TaskSeries {
     /// One text per entry of [`TASK_FAMILIES`]: one pass over the tasks fills them all, so
     /// each family's lines stay together.
-    samples: [ChunkedText; 8],
+    samples: [ChunkedText; 9],
 }
 
 impl TaskSeries {
@@ -218,6 +224,7 @@ impl TaskSeries {
             last_change,
             errcode,
             recipients,
+            expected_completion,
         ] = &mut self.samples;
         if let Some(ratio) = row.progress_ratio {
             push_sample(
@@ -268,6 +275,15 @@ impl TaskSeries {
         if let Some(code) = row.last_errcode {
             let code = Sample::Count(code);
             push_sample(errcode.with_room(), &LAST_ERRCODE, key_labels, &[], code);
+        }
+        if let Some(expected) = row.expected_completion_at_ms {
+            push_sample(
+                expected_completion.with_room(),
+                &EXPECTED_COMPLETION,
+                key_labels,
+                &[],
+                Sample::TimestampMs(expected),
+            );
         }
         if let Some(counts) = row.recipients {
             let recipients = recipients.with_room();

@@ -21,6 +21,8 @@ pub(super) struct TaskRow {
     pub(super) last_progress_change_at_ms: i64,
     pub(super) last_errcode: Option<i64>,
     pub(super) recipients: Option<RecipientCounts>,
+    /// The scheduler's estimate of when an unfinished task reaches 100%.
+    pub(super) expected_completion_at_ms: Option<i64>,
 }
 
 /// The published tasks of one scrape, and how many tasks are tracked in each state.
@@ -62,6 +64,9 @@ impl TaskSnapshot {
                 last_progress_change_at_ms: task.last_progress_change_at_ms,
                 last_errcode: task.last_errcode,
                 recipients: task.recipients,
+                expected_completion_at_ms: task
+                    .expected_completion_at_ms
+                    .filter(|_| task.state == TaskState::Active),
             });
         });
         snapshot

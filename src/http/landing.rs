@@ -111,7 +111,7 @@ pub fn render(exporter: &dyn ExporterPort, now_ms: i64) -> String {
 
     page.push_str(
         "<table id=\"tasks\"><thead><tr><th>Name</th><th>Agent</th><th>Task ID</th><th>App</th>\
-         <th>State</th><th>Status</th><th>Progress</th><th>Last poll</th><th>Last errcode</th>\
+         <th>State</th><th>Status</th><th>Progress</th><th>Expected end</th><th>Last poll</th><th>Last errcode</th>\
          <th>Recipients</th></tr></thead><tbody>",
     );
     let mut apps: HashMap<i64, String> = HashMap::new();
@@ -128,7 +128,7 @@ pub fn render(exporter: &dyn ExporterPort, now_ms: i64) -> String {
     }
     if rows.is_empty() {
         page.push_str(
-            "<tr><td colspan=\"10\" class=\"muted\">No tasks tracked yet. Register one with \
+            "<tr><td colspan=\"11\" class=\"muted\">No tasks tracked yet. Register one with \
              <code>POST /api/v1/tasks</code> or <code>dingtalk-exporter track</code>.</td></tr>",
         );
     }
@@ -159,6 +159,21 @@ fn push_row(page: &mut String, task: &Task, app: &str, now_ms: i64) {
             let _ = write!(
                 page,
                 "<span class=\"bar\" title=\"{percent}%\"><span style=\"width:{percent}%\"></span></span> {percent}%"
+            );
+        }
+        None => page.push('–'),
+    }
+    page.push_str("</td><td>");
+    match task
+        .expected_completion_at_ms
+        .filter(|_| task.state == TaskState::Active)
+        .and_then(|at| rfc3339(at).map(|text| (at, text)))
+    {
+        Some((at, text)) => {
+            let _ = write!(
+                page,
+                "<time datetime=\"{text}\" title=\"{text}\">{}</time>",
+                ends_in(now_ms, at)
             );
         }
         None => page.push('–'),
@@ -196,6 +211,9 @@ fn push_row(page: &mut String, task: &Task, app: &str, now_ms: i64) {
         (None, ResultFetch::Refused { errcode }) => {
             let _ = write!(page, "not available (errcode {errcode})");
         }
+        (None, ResultFetch::TooManyRecipients) => {
+            page.push_str("not available (more than 100 recipients)");
+        }
         (None, _) => page.push('–'),
     }
     page.push_str("</td></tr>");
@@ -209,6 +227,21 @@ fn ago(now_ms: i64, at_ms: i64) -> String {
         60..3600 => format!("{}m ago", seconds / 60),
         3600..86400 => format!("{}h ago", seconds / 3600),
         _ => format!("{}d ago", seconds / 86400),
+    }
+}
+
+/// How soon the scheduler expects a delivery to end, roughly: `ends in ~40s`,
+/// `ends in ~4 min`, `ends in ~2 h`, or `overdue` once the moment has passed.
+fn ends_in(now_ms: i64, at_ms: i64) -> String {
+    let remaining_ms = at_ms.saturating_sub(now_ms);
+    if remaining_ms <= 0 {
+        return "overdue".to_string();
+    }
+    let seconds = (remaining_ms + 999) / 1000;
+    match seconds {
+        0..60 => format!("ends in ~{seconds}s"),
+        60..3600 => format!("ends in ~{} min", (seconds + 30) / 60),
+        _ => format!("ends in ~{} h", (seconds + 1800) / 3600),
     }
 }
 
@@ -239,6 +272,15 @@ mod tests {
             escape(r#"<script>alert("x")</script> & 'y'"#),
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
+    }
+
+    /// Expected ends read as a rough countdown, and as overdue once passed.
+    #[test]
+    fn expected_ends_read_as_a_countdown() {
+        assert_eq!(ends_in(0, 40_000), "ends in ~40s");
+        assert_eq!(ends_in(0, 4 * 60_000 + 10_000), "ends in ~4 min");
+        assert_eq!(ends_in(0, 2 * 3_600_000), "ends in ~2 h");
+        assert_eq!(ends_in(10_000, 10_000), "overdue");
     }
 
     /// Ages read in the largest whole unit.

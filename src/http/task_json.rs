@@ -41,6 +41,8 @@ pub struct TaskJson<'a> {
     pub last_errcode: Option<i64>,
     /// When the exporter will next ask DingTalk; null when there is nothing more to ask.
     pub next_poll_at: Option<String>,
+    /// When the scheduler expects the delivery to reach 100%; null when it has no estimate.
+    pub expected_completion_at: Option<String>,
     /// Metered DingTalk calls spent on this task.
     pub metered_calls: u64,
     /// Recipient counts from `getsendresult`, once fetched.
@@ -50,7 +52,8 @@ pub struct TaskJson<'a> {
 }
 
 /// `{"outcome":"pending"}`, `{"outcome":"fetched"}`, `{"outcome":"refused","errcode":N}` or
-/// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries).
+/// `{"outcome":"unavailable"}` (DingTalk could not be reached about it after several tries) or
+/// `{"outcome":"too_many_recipients"}` (sent to more than 100 people: not asked).
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ResultJson {
@@ -58,6 +61,7 @@ pub enum ResultJson {
     Fetched,
     Refused { errcode: i64 },
     Unavailable,
+    TooManyRecipients,
 }
 
 impl<'a> TaskJson<'a> {
@@ -79,6 +83,7 @@ impl<'a> TaskJson<'a> {
             ended_at: task.ended_at_ms.and_then(rfc3339),
             last_errcode: task.last_errcode,
             next_poll_at: task.next_poll_at_ms.and_then(rfc3339),
+            expected_completion_at: task.expected_completion_at_ms.and_then(rfc3339),
             metered_calls: task.metered_calls,
             recipients: task.recipients,
             result: match task.result_fetch {
@@ -86,6 +91,7 @@ impl<'a> TaskJson<'a> {
                 ResultFetch::Fetched => ResultJson::Fetched,
                 ResultFetch::Refused { errcode } => ResultJson::Refused { errcode },
                 ResultFetch::Unavailable => ResultJson::Unavailable,
+                ResultFetch::TooManyRecipients => ResultJson::TooManyRecipients,
             },
         }
     }
@@ -141,6 +147,7 @@ mod tests {
                 "ended_at": null,
                 "last_errcode": 0,
                 "next_poll_at": null,
+                "expected_completion_at": null,
                 "metered_calls": 0,
                 "recipients": null,
                 "result": {"outcome": "refused", "errcode": 40035},
@@ -148,5 +155,27 @@ mod tests {
         );
         let third_party = serde_json::to_value(TaskJson::new(&task, "isv", Some("acme"))).unwrap();
         assert_eq!(third_party["corp"], "acme");
+    }
+
+    /// A running task's answer carries when the scheduler expects it to end, and says when
+    /// its recipients were not asked for because there are too many of them.
+    #[test]
+    fn task_answer_carries_the_estimate_and_the_skipped_result() {
+        let mut task = Task::registered(
+            TaskKey {
+                agent_id: 1,
+                task_id: 2,
+            },
+            String::new(),
+            1_777_000_000_000,
+        );
+        task.expected_completion_at_ms = Some(1_777_000_240_000);
+        task.result_fetch = ResultFetch::TooManyRecipients;
+        let json = serde_json::to_value(TaskJson::new(&task, "hr", None)).unwrap();
+        assert_eq!(json["expected_completion_at"], "2026-04-24T03:10:40.000Z");
+        assert_eq!(
+            json["result"],
+            serde_json::json!({"outcome": "too_many_recipients"})
+        );
     }
 }

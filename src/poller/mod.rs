@@ -5,7 +5,8 @@
 //! names the client serving an agent's tasks and the poll settings in force (both change on
 //! reload), and the telemetry it reports its lag to. The monthly budget is not its concern:
 //! every client asks the budget ledger before each metered call and answers
-//! `Deferred` when it holds the call back.
+//! `Deferred` when it holds the call back; while calls are held back, the scheduler serves
+//! the due polls worth most first.
 
 pub mod policy;
 pub mod scheduler;
@@ -18,7 +19,7 @@ use crate::telemetry::Telemetry;
 use crate::tracker::Tracker;
 
 pub use policy::PollBounds;
-pub use scheduler::{record_progress_answer, run};
+pub use scheduler::{FinishedRun, learn_from_run, place_first_poll, record_progress_answer, run};
 
 /// Which client polls the tasks of an agent, and with which settings.
 pub trait AppDirectory: Send + Sync {

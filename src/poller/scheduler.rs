@@ -15,13 +15,14 @@ use tokio::sync::{Semaphore, watch};
 
 use super::Ports;
 pub use super::policy::PollBounds;
-use super::policy::{self, Observation};
+use super::policy::{self, Observation, Outlook};
 use crate::clock::{ms_to_seconds, now_ms};
+use crate::config::PollSettings;
 use crate::dingtalk::{
     ApiFailure, Deferral, DeliveryApi, SendProgress, THROTTLE_PAUSE, is_throttle_code,
     is_transient_code,
 };
-use crate::tracker::{ResultFetch, SendStatus, Task, TaskKey, TaskState};
+use crate::tracker::{LearnedPace, ResultFetch, SendStatus, Task, TaskKey, TaskState};
 
 /// A quota scope held back by its budget or quota: until when, and its tasks that came due
 /// meanwhile, with the due time that gives them back their place in line.
@@ -50,6 +51,9 @@ const HOUSEKEEPING_EVERY_MS: i64 = 5_000;
 /// many times before the task is left without recipient counts.
 const RESULT_FETCH_ATTEMPTS: u32 = 3;
 
+/// `getsendresult` answers only for tasks sent to at most this many people.
+const SEND_RESULT_MAX_RECIPIENTS: u64 = 100;
+
 /// DingTalk's throttles ask callers to wait at least a second.
 const THROTTLE_PAUSE_MS: i64 = THROTTLE_PAUSE.as_millis() as i64;
 
@@ -65,6 +69,9 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
     // The quota scopes whose monthly budget or DingTalk quota holds their calls back.
     let mut paused: HashMap<String, Pause> = HashMap::new();
     let (deferrals_tx, mut deferrals) = tokio::sync::mpsc::unbounded_channel::<HeldBack>();
+    // Until when calls are scarce (a budget or a quota held one back lately): due tasks are
+    // then served by value rather than by due time.
+    let mut scarce_until: Option<i64> = None;
 
     loop {
         if *shutdown.borrow() {
@@ -72,9 +79,15 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
         }
         let now = now_ms();
         while let Ok(held) = deferrals.try_recv() {
+            let max = ports.apps.poll_settings().max_interval.as_millis() as i64;
+            let scarce = held.until_ms.saturating_add(max);
+            scarce_until = Some(scarce_until.map_or(scarce, |current| current.max(scarce)));
             let pause = paused.entry(held.scope).or_default();
             pause.until_ms = pause.until_ms.max(held.until_ms);
             pause.held.push((held.key, held.due_at));
+        }
+        if scarce_until.is_some_and(|until| until <= now) {
+            scarce_until = None;
         }
         paused.retain(|_, pause| {
             if pause.until_ms > now {
@@ -100,7 +113,14 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
         ports.telemetry.record_poll_lag(ms_to_seconds(lag_ms));
 
         if slots.available_permits() > 0 {
-            let due = tracker.take_due(now, slots.available_permits());
+            let due = if scarce_until.is_some() {
+                let bounds = poll_bounds(&ports.apps.poll_settings());
+                tracker.take_due_ranked(now, slots.available_permits(), |task| {
+                    policy::poll_value_rank(task, now, bounds)
+                })
+            } else {
+                tracker.take_due(now, slots.available_permits())
+            };
             for task in due {
                 if !paused.is_empty() {
                     let scope = ports.apps.quota_scope(task.key.agent_id);
@@ -119,9 +139,19 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
                     let due_at = task.next_poll_at_ms.unwrap_or_else(now_ms);
                     let outcome = tokio::spawn(poll_task(ports.clone(), task)).await;
                     match outcome {
-                        Ok(PollOutcome::Done(task)) => {
+                        Ok(PollOutcome::Done(task, finished)) => {
+                            let agent_id = task.key.agent_id;
+                            let created_at_ms = task.created_at_ms;
+                            let recipients = task.recipients_expected;
                             if let Err(err) = ports.tracker.update(vec![*task]).await {
                                 tracing::error!(error = %err, "could not save a poll's result; the task will be polled again");
+                            } else if let Some(run) = finished {
+                                let lesson = |pace: &mut LearnedPace| {
+                                    learn_from_run(pace, created_at_ms, recipients, run)
+                                };
+                                if let Err(err) = ports.tracker.learn_pace(agent_id, lesson).await {
+                                    tracing::warn!(error = %err, agent_id, "could not save the pace learned from a finished task");
+                                }
                             }
                         }
                         Ok(PollOutcome::HeldBack { until_ms }) => {
@@ -182,19 +212,26 @@ pub async fn run(ports: Arc<Ports>, mut shutdown: watch::Receiver<bool>) {
 
 /// What came of one turn of a task.
 enum PollOutcome {
-    /// The task's new state, to be saved.
-    Done(Box<Task>),
+    /// The task's new state, to be saved, and its run when this poll saw it finish.
+    Done(Box<Task>, Option<FinishedRun>),
     /// The monthly budget or DingTalk's quota held the call back; nothing was sent.
     HeldBack { until_ms: i64 },
+}
+
+/// The bounds of the policy from the poll settings in force.
+fn poll_bounds(settings: &PollSettings) -> PollBounds {
+    PollBounds {
+        min_interval_ms: settings.min_interval.as_millis() as i64,
+        max_interval_ms: settings.max_interval.as_millis() as i64,
+        stall_after_ms: settings.stall_after.as_millis() as i64,
+        stalled_interval_ms: settings.stalled_interval.as_millis() as i64,
+    }
 }
 
 async fn poll_task(ports: Arc<Ports>, mut task: Task) -> PollOutcome {
     let settings = ports.apps.poll_settings();
     let now = now_ms();
-    let bounds = PollBounds {
-        min_interval_ms: settings.min_interval.as_millis() as i64,
-        max_interval_ms: settings.max_interval.as_millis() as i64,
-    };
+    let bounds = poll_bounds(&settings);
     let expires_at = task
         .created_at_ms
         .saturating_add(settings.task_max_age.as_millis() as i64);
@@ -206,7 +243,13 @@ async fn poll_task(ports: Arc<Ports>, mut task: Task) -> PollOutcome {
             task.ended_at_ms = Some(now);
         }
         task.next_poll_at_ms = None;
-        return PollOutcome::Done(Box::new(task));
+        task.expected_completion_at_ms = None;
+        return PollOutcome::Done(Box::new(task), None);
+    }
+
+    let learned = ports.tracker.learned_pace(task.key.agent_id);
+    if place_first_poll(&mut task, learned.as_ref(), bounds, now, expires_at) {
+        return PollOutcome::Done(Box::new(task), None);
     }
 
     let Some(client) = ports.apps.client_for(task.key.agent_id) else {
@@ -216,40 +259,87 @@ async fn poll_task(ports: Arc<Ports>, mut task: Task) -> PollOutcome {
             "no app is configured for this agent; configure one (apps[].agent_id or --dingtalk.app-key) to poll it"
         );
         task.next_poll_at_ms = Some((now + bounds.max_interval_ms).min(expires_at));
-        return PollOutcome::Done(Box::new(task));
+        return PollOutcome::Done(Box::new(task), None);
     };
 
     let outcome = match task.state {
-        TaskState::Active => poll_progress(client.as_ref(), &mut task, bounds, expires_at).await,
-        TaskState::Completed => fetch_result(client.as_ref(), &mut task, bounds).await,
+        TaskState::Active => {
+            let answer = client
+                .send_progress(task.key.agent_id, task.key.task_id)
+                .await;
+            record_progress_answer(
+                &mut task,
+                answer,
+                now_ms(),
+                bounds,
+                expires_at,
+                learned.as_ref(),
+            )
+        }
+        TaskState::Completed => fetch_result(client.as_ref(), &mut task, bounds)
+            .await
+            .map(|()| None),
         TaskState::Invalid | TaskState::Expired => {
             task.next_poll_at_ms = None;
-            Ok(())
+            Ok(None)
         }
     };
     match outcome {
-        Ok(()) => PollOutcome::Done(Box::new(task)),
+        Ok(finished) => PollOutcome::Done(Box::new(task), finished),
         Err(until_ms) => PollOutcome::HeldBack { until_ms },
     }
 }
 
-/// One `getsendprogress` and what follows from its answer. `Err(until)` when the call was
-/// held back by the budget or the quota.
-async fn poll_progress(
-    client: &dyn DeliveryApi,
+/// Places a newly registered task's first poll where its delivery should end (see
+/// [`policy::first_poll_delay`]), once, before any call. `true` when that is later than
+/// `now`, so there is nothing to ask yet; the task is then due at that moment.
+///
+/// Pure (no I/O, no clock), like [`record_progress_answer`].
+pub fn place_first_poll(
     task: &mut Task,
+    learned: Option<&LearnedPace>,
     bounds: PollBounds,
+    now: i64,
     expires_at: i64,
-) -> Result<(), i64> {
-    let answer = client
-        .send_progress(task.key.agent_id, task.key.task_id)
-        .await;
-    record_progress_answer(task, answer, now_ms(), bounds, expires_at)
+) -> bool {
+    let never_asked = task.last_poll_at_ms.is_none() && task.metered_calls == 0;
+    if task.state != TaskState::Active || task.poll_memory.first_poll_placed || !never_asked {
+        return false;
+    }
+    task.poll_memory.first_poll_placed = true;
+    let (delay, expected_run) = policy::first_poll_delay(task.recipients_expected, learned, bounds);
+    task.expected_completion_at_ms = expected_run.map(|run| task.created_at_ms.saturating_add(run));
+    let first_poll = task.created_at_ms.saturating_add(delay).min(expires_at);
+    task.next_poll_at_ms = Some(first_poll.max(now));
+    first_poll > now
+}
+
+/// A delivery the poller saw finish: when it is estimated to have started and ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FinishedRun {
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+/// What a finished delivery teaches about its app: how soon after registration it ended,
+/// and, when its recipients are known, how many it reached a second.
+pub fn learn_from_run(
+    pace: &mut LearnedPace,
+    created_at_ms: i64,
+    recipients: Option<u64>,
+    run: FinishedRun,
+) {
+    pace.learn_completion(run.ended_at_ms - created_at_ms);
+    if let Some(recipients) = recipients {
+        pace.learn_pace(recipients, run.ended_at_ms - run.started_at_ms);
+    }
 }
 
 /// Applies an answer of `getsendprogress` (or its failure) received at `now` to a task:
-/// its state, its progress and when to ask next. `Err(until)` when the call was held back
-/// by the budget or the quota and the task keeps its place in line.
+/// its state, its progress, its expected completion and when to ask next. `learned` is
+/// what is known of the pace of its app. `Ok(Some(run))` when the answer shows the delivery
+/// finished, to learn from; `Err(until)` when the call was held back by the budget or the
+/// quota and the task keeps its place in line.
 ///
 /// Pure (no I/O, no clock), so the call-economy benchmark runs the scheduler's very
 /// decisions in virtual time.
@@ -259,11 +349,13 @@ pub fn record_progress_answer(
     now: i64,
     bounds: PollBounds,
     expires_at: i64,
-) -> Result<(), i64> {
+    learned: Option<&LearnedPace>,
+) -> Result<Option<FinishedRun>, i64> {
     let mut memory = task.poll_memory;
     if !matches!(answer, Err(ApiFailure::Deferred { .. })) {
         task.metered_calls += 1;
     }
+    let mut finished = None;
     let next_gap = match answer {
         Ok(progress) => {
             let ratio = (progress.percent / 100.0).clamp(0.0, 1.0);
@@ -275,6 +367,9 @@ pub fn record_progress_answer(
             if changed && !first_answer_shows_nothing {
                 task.last_progress_change_at_ms = now;
             }
+            if status == SendStatus::Completed {
+                finished = Some(finished_run(task, now));
+            }
             task.progress_ratio = Some(ratio);
             task.status = Some(status);
             task.last_poll_at_ms = Some(now);
@@ -284,15 +379,28 @@ pub fn record_progress_answer(
                 ratio,
                 status,
                 changed,
+                unchanged_since_ms: task.last_progress_change_at_ms,
             };
-            let (gap, updated) =
-                policy::next_interval(memory, task.created_at_ms, observation, bounds);
-            memory = updated;
+            let outlook = Outlook {
+                created_at_ms: task.created_at_ms,
+                expected_run_ms: policy::expected_run_ms(task.recipients_expected, learned),
+            };
+            let decision = policy::next_interval(memory, outlook, observation, bounds);
+            memory = decision.memory;
+            task.expected_completion_at_ms = decision.expected_completion_at_ms;
             if status == SendStatus::Completed {
                 task.state = TaskState::Completed;
                 task.ended_at_ms = Some(now);
+                if task
+                    .recipients_expected
+                    .is_some_and(|recipients| recipients > SEND_RESULT_MAX_RECIPIENTS)
+                {
+                    // DingTalk refuses getsendresult for such tasks: asking would only
+                    // spend a metered call.
+                    task.result_fetch = ResultFetch::TooManyRecipients;
+                }
             }
-            gap
+            decision.next_gap_ms
         }
         Err(ApiFailure::Deferred {
             until_ms,
@@ -304,6 +412,7 @@ pub fn record_progress_answer(
             task.state = TaskState::Invalid;
             task.ended_at_ms = Some(now);
             task.last_errcode = Some(40035);
+            task.expected_completion_at_ms = None;
             None
         }
         Err(failure) => {
@@ -325,7 +434,38 @@ pub fn record_progress_answer(
         (TaskState::Active, Some(gap)) => Some((now + gap).min(expires_at)),
         _ => None,
     };
-    Ok(())
+    Ok(finished)
+}
+
+/// When a delivery that an answer at `now` shows finished started and ended, from what the
+/// task knew before that answer. The end is extrapolated from the rate of progress up to
+/// the previous answer, within the gap between that answer and this one; the start is the
+/// policy's estimate, or the registration.
+fn finished_run(task: &Task, now: i64) -> FinishedRun {
+    let memory = &task.poll_memory;
+    let started_at_ms = memory.started_at_ms.unwrap_or(match memory.anchor_ms {
+        // Seen waiting, then finished: it started (and ended) after the wait.
+        Some(waiting) if !memory.anchored_running => waiting + (now - waiting) / 2,
+        _ => task.created_at_ms,
+    });
+    let previous = task.last_poll_at_ms.zip(task.progress_ratio);
+    let ended_at_ms = match (previous, memory.anchor_ms) {
+        (Some((seen_at, seen_ratio)), Some(anchor_at))
+            if memory.anchored_running
+                && seen_at > anchor_at
+                && seen_ratio > memory.anchor_ratio =>
+        {
+            let rate = (seen_ratio - memory.anchor_ratio) / (seen_at - anchor_at) as f64;
+            let to_go = ((1.0 - seen_ratio) / rate) as i64;
+            seen_at.saturating_add(to_go).clamp(seen_at, now)
+        }
+        (Some((seen_at, _)), _) => seen_at + (now - seen_at) / 2,
+        (None, _) => started_at_ms + (now - started_at_ms) / 2,
+    };
+    FinishedRun {
+        started_at_ms: started_at_ms.min(ended_at_ms),
+        ended_at_ms,
+    }
 }
 
 /// The one `getsendresult` call of a finished task. A refusal is recorded and not retried;

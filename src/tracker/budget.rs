@@ -766,6 +766,7 @@ fn whole_calls(tokens: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracker::pace::LearnedPace;
     use crate::tracker::task::{Task, TaskKey};
 
     /// A store whose counter cannot be written, like a full disk: the one failure a real
@@ -802,6 +803,12 @@ mod tests {
             Ok(None)
         }
         fn set_exporter_state(&self, _key: &str, _value: Option<&str>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn save_learned_pace(&self, _agent_id: i64, _pace: &LearnedPace) -> Result<(), StoreError> {
             Ok(())
         }
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::pace::LearnedPace;
 use super::store::{StoreError, TaskStore};
 use super::task::{Task, TaskKey, TaskSource};
 
@@ -85,6 +86,8 @@ pub struct Tracker {
     /// removed meanwhile, and the `--tasks.max` check and the insert are one step.
     writes: tokio::sync::Mutex<()>,
     tasks_max: AtomicUsize,
+    /// The pace learned per app (`agent_id`) from finished deliveries, as stored.
+    paces: Mutex<HashMap<i64, LearnedPace>>,
     /// Wakes the scheduler when a task becomes due earlier than anything it waits for.
     pub(crate) wake: Notify,
 }
@@ -93,6 +96,7 @@ impl Tracker {
     /// Loads every stored task.
     pub fn open(store: Arc<dyn TaskStore>, tasks_max: usize) -> Result<Tracker, StoreError> {
         let stored = store.load_all()?;
+        let paces = store.learned_paces()?.into_iter().collect();
         let mut inner = Inner {
             tasks: HashMap::with_capacity(stored.len()),
             due: BinaryHeap::with_capacity(stored.len()),
@@ -109,6 +113,7 @@ impl Tracker {
             inner: Mutex::new(inner),
             writes: tokio::sync::Mutex::new(()),
             tasks_max: AtomicUsize::new(tasks_max),
+            paces: Mutex::new(paces),
             wake: Notify::new(),
         })
     }
@@ -306,6 +311,72 @@ impl Tracker {
         Ok(expired.len())
     }
 
+    /// What has been learned of the pace of `agent_id`'s deliveries, if any finished.
+    pub fn learned_pace(&self, agent_id: i64) -> Option<LearnedPace> {
+        self.paces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&agent_id)
+            .copied()
+    }
+
+    /// Teaches `agent_id`'s pace from a finished delivery, store first.
+    pub async fn learn_pace(
+        &self,
+        agent_id: i64,
+        lesson: impl FnOnce(&mut LearnedPace),
+    ) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
+        let mut pace = self.learned_pace(agent_id).unwrap_or_default();
+        lesson(&mut pace);
+        self.in_store(move |store| store.save_learned_pace(agent_id, &pace))
+            .await?;
+        self.paces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(agent_id, pace);
+        Ok(())
+    }
+
+    /// Takes up to `limit` of the tasks due at or before `now_ms`, those that `rank` puts
+    /// lowest first and earliest among equals, when calls are too scarce for all of them.
+    /// Looks at every due task, so it is for a backlog, not for the steady state.
+    pub fn take_due_ranked<K: Ord>(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        rank: impl Fn(&Task) -> K,
+    ) -> Vec<Task> {
+        let mut inner = self.lock();
+        let mut candidates = Vec::new();
+        while let Some(Reverse((when, key))) = inner.due.peek().copied() {
+            if !inner.is_current(when, key) {
+                inner.due.pop();
+                continue;
+            }
+            if when > now_ms {
+                break;
+            }
+            inner.due.pop();
+            if let Some(task) = inner.tasks.get(&key) {
+                candidates.push((rank(task), when, key));
+            }
+        }
+        candidates.sort();
+        let mut taken = Vec::with_capacity(limit.min(candidates.len()));
+        for (index, (_, when, key)) in candidates.into_iter().enumerate() {
+            if index < limit {
+                inner.in_flight.insert(key);
+                if let Some(task) = inner.tasks.get(&key) {
+                    taken.push(task.clone());
+                }
+            } else {
+                inner.due.push(Reverse((when, key)));
+            }
+        }
+        taken
+    }
+
     /// Takes up to `limit` tasks due at or before `now_ms`, earliest first. They stay out of
     /// the schedule until given back by [`Tracker::update`] or [`Tracker::requeue`].
     pub fn take_due(&self, now_ms: i64, limit: usize) -> Vec<Task> {
@@ -341,5 +412,54 @@ impl Tracker {
             }
             inner.due.pop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::sqlite::SqliteStore;
+
+    fn key(task_id: i64) -> TaskKey {
+        TaskKey {
+            agent_id: 1,
+            task_id,
+        }
+    }
+
+    /// When calls are scarce, the due tasks ranked lowest are handed out first whatever
+    /// their due times, and the others stay due in their old order.
+    #[tokio::test]
+    async fn ranked_take_serves_the_most_valuable_due_tasks_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("tasks.db")).unwrap());
+        let tracker = Tracker::open(store, 100).unwrap();
+        let batch = (1..=4)
+            .map(|task_id| NewTask {
+                key: key(task_id),
+                name: String::new(),
+                recipients: None,
+                source: TaskSource::Api,
+            })
+            .collect();
+        tracker.register(batch, 0).await.unwrap();
+        // Task 3 is worth most, then 4; 1 and 2 least.
+        let rank = |task: &Task| match task.key.task_id {
+            3 => 0,
+            4 => 1,
+            _ => 2,
+        };
+        let first: Vec<i64> = tracker
+            .take_due_ranked(10, 2, rank)
+            .iter()
+            .map(|task| task.key.task_id)
+            .collect();
+        assert_eq!(first, vec![3, 4]);
+        let rest: Vec<i64> = tracker
+            .take_due(10, 10)
+            .iter()
+            .map(|task| task.key.task_id)
+            .collect();
+        assert_eq!(rest, vec![1, 2]);
     }
 }

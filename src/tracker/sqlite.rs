@@ -21,6 +21,7 @@
 //! - the poller's memory ([`PollMemory`]) is five `poll_*` columns; `anchored_running` is
 //!   0 or 1 in a `BIGINT`, as both databases read it alike. (Schema version 1 kept it as
 //!   JSON text in `schedule`; version 2 moves it into the columns.)
+//! - the pace learned per app ([`LearnedPace`]) is a row of `app_pace` per `agent_id`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -29,6 +30,7 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use super::pace::LearnedPace;
 use super::store::{StoreError, TaskStore};
 use super::task::{PollMemory, ResultFetch, SendStatus, Task, TaskKey, TaskSource, TaskState};
 use crate::dingtalk::RecipientCounts;
@@ -105,6 +107,8 @@ const MIGRATIONS: &[Migration] = &[
     // and parsed for every task at start) for columns of its own. Whatever the text held
     // that is not of the expected type starts afresh, as the JSON reader of version 1 did.
     // json_* are SQLite's: only a SQLite store can have a version 1 to convert.
+    // The poller's estimate of when a delivery started and ends, whether a new task's first
+    // poll was placed, and the pace it learned per app from finished deliveries.
     Migration {
         version: 2,
         sql: "
@@ -142,6 +146,16 @@ const MIGRATIONS: &[Migration] = &[
             SELECT '', month, calls FROM month_calls;
         DROP TABLE month_calls;
         ALTER TABLE month_calls_by_scope RENAME TO month_calls;
+        ALTER TABLE tasks ADD COLUMN poll_started_at_ms BIGINT;
+        ALTER TABLE tasks ADD COLUMN poll_first_placed BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN expected_completion_at_ms BIGINT;
+        CREATE TABLE app_pace (
+            agent_id BIGINT NOT NULL PRIMARY KEY,
+            pace_log DOUBLE PRECISION NOT NULL,
+            pace_samples BIGINT NOT NULL,
+            quick_completion_log DOUBLE PRECISION NOT NULL,
+            completion_samples BIGINT NOT NULL
+        );
     ",
     },
 ];
@@ -155,8 +169,9 @@ const TASK_COLUMNS: &str = "agent_id, task_id, name, state, status, progress_rat
     next_poll_at_ms, metered_calls, recipients_read, recipients_unread, recipients_failed, \
     recipients_forbidden, recipients_invalid, result_fetch, result_errcode, poll_anchor_ms, \
     poll_anchor_ratio, poll_anchored_running, poll_result_attempts, poll_last_interval_ms, \
-    source, recipients_expected";
-const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27";
+    source, recipients_expected, poll_started_at_ms, poll_first_placed, \
+    expected_completion_at_ms";
+const TASK_PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30";
 
 /// Registers a task unless its key is stored already, which it leaves untouched.
 static INSERT_NEW_TASK: LazyLock<String> = LazyLock::new(|| {
@@ -572,6 +587,63 @@ impl TaskStore for SqliteStore {
             },
         )
     }
+
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+        self.read(
+            || "cannot load the learned paces".to_string(),
+            |tx| {
+                let mut select = tx.prepare(
+                    "SELECT agent_id, pace_log, pace_samples, quick_completion_log, \
+                     completion_samples FROM app_pace",
+                )?;
+                let mut rows = select.query([])?;
+                let mut paces = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let agent_id: i64 = row.get(0)?;
+                    let samples = |index: usize, field: &str| -> Result<u32, Failure> {
+                        let stored: i64 = row.get(index)?;
+                        u32::try_from(stored).map_err(|_| {
+                            Failure::Data(format!(
+                                "app_pace {agent_id}: {field} is out of range ({stored})"
+                            ))
+                        })
+                    };
+                    let pace = LearnedPace {
+                        pace_log: row.get(1)?,
+                        pace_samples: samples(2, "pace_samples")?,
+                        quick_completion_log: row.get(3)?,
+                        completion_samples: samples(4, "completion_samples")?,
+                    };
+                    paces.push((agent_id, pace));
+                }
+                Ok(paces)
+            },
+        )
+    }
+
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError> {
+        self.write(
+            || format!("cannot save the learned pace of agent {agent_id}"),
+            |tx| {
+                tx.execute(
+                    "INSERT INTO app_pace (agent_id, pace_log, pace_samples, \
+                     quick_completion_log, completion_samples) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (agent_id) DO UPDATE SET pace_log = excluded.pace_log, \
+                     pace_samples = excluded.pace_samples, \
+                     quick_completion_log = excluded.quick_completion_log, \
+                     completion_samples = excluded.completion_samples",
+                    (
+                        agent_id,
+                        pace.pace_log,
+                        i64::from(pace.pace_samples),
+                        pace.quick_completion_log,
+                        i64::from(pace.completion_samples),
+                    ),
+                )?;
+                Ok(())
+            },
+        )
+    }
 }
 
 /// A count as a `BIGINT`; counts past `i64::MAX` cannot happen in practice and are refused
@@ -593,6 +665,7 @@ fn result_fetch_word(fetch: ResultFetch) -> &'static str {
         ResultFetch::Fetched => "fetched",
         ResultFetch::Refused { .. } => "refused",
         ResultFetch::Unavailable => "unavailable",
+        ResultFetch::TooManyRecipients => "too_many_recipients",
     }
 }
 
@@ -608,7 +681,10 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
     let memory = task.poll_memory;
     let refused_errcode = match task.result_fetch {
         ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending | ResultFetch::Fetched | ResultFetch::Unavailable => None,
+        ResultFetch::Pending
+        | ResultFetch::Fetched
+        | ResultFetch::Unavailable
+        | ResultFetch::TooManyRecipients => None,
     };
     Ok(vec![
         Value::Integer(task.key.agent_id),
@@ -640,6 +716,9 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         Value::Integer(memory.last_interval_ms),
         Value::Text(task.source.as_str().to_string()),
         count("recipients_expected", task.recipients_expected)?,
+        integer(memory.started_at_ms),
+        Value::Integer(i64::from(memory.first_poll_placed)),
+        integer(task.expected_completion_at_ms),
     ])
 }
 
@@ -701,6 +780,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         ("pending", _) => ResultFetch::Pending,
         ("fetched", _) => ResultFetch::Fetched,
         ("unavailable", _) => ResultFetch::Unavailable,
+        ("too_many_recipients", _) => ResultFetch::TooManyRecipients,
         ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
         _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
     };
@@ -715,6 +795,8 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
             ))
         })?,
         last_interval_ms: row.get(24)?,
+        started_at_ms: row.get(27)?,
+        first_poll_placed: row.get::<_, i64>(28)? != 0,
     };
     let source_word: String = row.get(25)?;
     let source = TaskSource::parse(&source_word)
@@ -739,6 +821,7 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         recipients,
         result_fetch,
         poll_memory,
+        expected_completion_at_ms: row.get(29)?,
     })
 }
 

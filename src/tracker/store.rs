@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use super::pace::LearnedPace;
 use super::task::{Task, TaskKey};
 
 /// A store failure. The text names what failed and never contains secrets.
@@ -49,4 +50,10 @@ pub trait TaskStore: Send + Sync {
 
     /// Writes (`Some`) or clears (`None`) a named fact, committed before it returns.
     fn set_exporter_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+
+    /// The pace learned for each app (by `agent_id`) from its finished deliveries.
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError>;
+
+    /// Writes the pace learned for an app, replacing what was stored for it.
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError>;
 }

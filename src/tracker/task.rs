@@ -139,6 +139,9 @@ pub enum ResultFetch {
     Refused { errcode: i64 },
     /// DingTalk could not be reached about it after several tries (network, throttles).
     Unavailable,
+    /// Sent to more than 100 people: `getsendresult` does not answer for such tasks, so it
+    /// was not asked (each refusal would be a metered call).
+    TooManyRecipients,
 }
 
 /// Everything the exporter knows about one tracked task. Times are Unix milliseconds.
@@ -177,6 +180,9 @@ pub struct Task {
     pub result_fetch: ResultFetch,
     /// What the poller remembers between polls to estimate the rate of progress.
     pub poll_memory: PollMemory,
+    /// When the poller expects the delivery to reach 100% (`None`: no estimate, such as
+    /// before anything is known about its pace, once it stalled, or once it ended).
+    pub expected_completion_at_ms: Option<i64>,
 }
 
 /// What the poller remembers about a task between polls, stored with the task (a column
@@ -197,6 +203,13 @@ pub struct PollMemory {
     /// The gap chosen after the previous answer, the base of the back-off while nothing
     /// changes.
     pub last_interval_ms: i64,
+    /// When delivery is estimated to have started: the registration when the first answer
+    /// shows it running, else halfway between the last "not started" and the first
+    /// "running" answer. Measures the run of a finished task for the learned pace.
+    pub started_at_ms: Option<i64>,
+    /// Whether a new task's first poll was placed at its predicted end (done once, before
+    /// any call).
+    pub first_poll_placed: bool,
 }
 
 impl Task {
@@ -220,6 +233,7 @@ impl Task {
             recipients: None,
             result_fetch: ResultFetch::Pending,
             poll_memory: PollMemory::default(),
+            expected_completion_at_ms: None,
         }
     }
 

@@ -23,7 +23,7 @@ use dingtalk_exporter::secret::Secret;
 use dingtalk_exporter::telemetry::Telemetry;
 use dingtalk_exporter::tracker::budget::MonthlyCallGate;
 use dingtalk_exporter::tracker::sqlite::SqliteStore;
-use dingtalk_exporter::tracker::{StoreError, Task, TaskKey, TaskStore, Tracker};
+use dingtalk_exporter::tracker::{LearnedPace, StoreError, Task, TaskKey, TaskStore, Tracker};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -96,6 +96,15 @@ impl TaskStore for TestStore {
         self.check_writable()?;
         self.sqlite.set_exporter_state(key, value)
     }
+
+    fn learned_paces(&self) -> Result<Vec<(i64, LearnedPace)>, StoreError> {
+        self.sqlite.learned_paces()
+    }
+
+    fn save_learned_pace(&self, agent_id: i64, pace: &LearnedPace) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.sqlite.save_learned_pace(agent_id, pace)
+    }
 }
 
 /// The configuration of a test exporter: one `default` app, no API token.
@@ -118,6 +127,8 @@ pub fn test_config() -> Config {
         poll: PollSettings {
             min_interval: Duration::from_secs(5),
             max_interval: Duration::from_secs(300),
+            stall_after: Duration::from_secs(3600),
+            stalled_interval: Duration::from_secs(1800),
             task_max_age: Duration::from_secs(24 * 3600),
             task_retention: Duration::from_secs(3600),
             tasks_max: 10_000,
