@@ -18,6 +18,7 @@ pub(crate) enum Endpoint {
     CorpAccessToken,
     /// `POST /service/get_corp_token`: a corp's token, signed.
     GetCorpToken,
+    SendByTemplate,
     Unknown,
 }
 
@@ -36,6 +37,7 @@ impl Endpoint {
             Some("getsendprogress") => Endpoint::GetSendProgress,
             Some("getsendresult") => Endpoint::GetSendResult,
             Some("asyncsend_v2") => Endpoint::AsyncSend,
+            Some("sendbytemplate") => Endpoint::SendByTemplate,
             _ => Endpoint::Unknown,
         }
     }
@@ -49,7 +51,10 @@ impl Endpoint {
     pub fn is_metered(self) -> bool {
         matches!(
             self,
-            Endpoint::GetSendProgress | Endpoint::GetSendResult | Endpoint::AsyncSend
+            Endpoint::GetSendProgress
+                | Endpoint::GetSendResult
+                | Endpoint::AsyncSend
+                | Endpoint::SendByTemplate
         )
     }
 }
