@@ -22,6 +22,7 @@ use crate::config::{AppConfig, Config, DingTalkSettings, PollSettings, TokenApi}
 use crate::dingtalk::{Api, CallGate, DeliveryApi, DingTalkClient};
 use crate::http::{ExporterPort, ServerLimits, WebConfigWatch};
 use crate::poller::{self, AppDirectory};
+use crate::proxy::{ProxySetup, TrackingProxy};
 use crate::telemetry::Telemetry;
 use crate::tracker::budget::{BudgetScope, MonthlyCallGate};
 use crate::tracker::leases::{LeaseKey, Leases};
@@ -406,6 +407,9 @@ pub struct Running {
     pub exporter: Arc<Exporter>,
     /// Where the HTTP server listens (the port the OS chose, for `:0`).
     pub address: SocketAddr,
+    /// Where the tracking proxy listens, when `--proxy.listen-address` is set.
+    pub proxy_address: Option<SocketAddr>,
+    proxy: Option<TrackingProxy>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     poller: JoinHandle<()>,
@@ -628,6 +632,36 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
     let exporter = Arc::new(exporter);
     register_static_tasks(&tracker, &config).await?;
 
+    let proxy = match &config.proxy.listen_address {
+        Some(listen) => {
+            let address = listen_address(listen)?;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|err| {
+                    format!("cannot listen on {listen} (--proxy.listen-address): {err}")
+                })?;
+            let proxy = TrackingProxy::start(ProxySetup {
+                listener,
+                upstream_url: config.proxy.upstream_url.clone(),
+                tracker: tracker.clone(),
+                store,
+                telemetry: telemetry.clone(),
+                limits: ServerLimits::default(),
+                web_config: web_config.clone(),
+            })?;
+            // Worded without "listening", which scripts and tests take as the exporter's
+            // own address line.
+            tracing::info!(
+                proxy_address = %proxy.address,
+                scheme,
+                upstream = %config.proxy.upstream_url,
+                "tracking proxy started"
+            );
+            Some(proxy)
+        }
+        None => None,
+    };
+
     let (shutdown, stopping) = watch::channel(false);
     let replication = sharing.map(|sharing| {
         let wanted_from = exporter.clone();
@@ -672,6 +706,8 @@ pub async fn start(config: Config, source: ConfigSource) -> Result<Running, Stri
     Ok(Running {
         exporter,
         address,
+        proxy_address: proxy.as_ref().map(|proxy| proxy.address),
+        proxy,
         shutdown,
         server,
         poller,
@@ -693,6 +729,11 @@ impl Running {
     pub async fn stop(self) {
         self.exporter.set_ready(false);
         let _ = self.shutdown.send(true);
+        // The proxy first: the sends it relayed are registered while the tracker and its
+        // store still run.
+        if let Some(proxy) = self.proxy {
+            proxy.stop().await;
+        }
         match self.server.await {
             Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server stopped with an error"),
             Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
@@ -830,6 +871,7 @@ mod tests {
                 level: LogLevel::Info,
                 format: LogFormat::Logfmt,
             },
+            proxy: Default::default(),
             config_file: None,
         }
     }

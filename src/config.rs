@@ -135,8 +135,18 @@ pub struct Config {
     /// Tasks listed in the config file; tracked as if registered through the API.
     pub static_tasks: Vec<StaticTask>,
     pub log: LogSettings,
+    pub proxy: ProxySettings,
     /// The config file this came from, re-read on reload.
     pub config_file: Option<PathBuf>,
+}
+
+/// The tracking proxy (`--proxy.*`). Read at start: a reload leaves it as it was.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProxySettings {
+    /// Where it listens; `None`: the proxy is off.
+    pub listen_address: Option<String>,
+    /// The one destination it forwards to (no trailing slash).
+    pub upstream_url: String,
 }
 
 #[derive(Clone, Debug)]
@@ -490,6 +500,7 @@ pub fn load_demo(args: &DemoFlags, target: DemoTarget) -> Result<Config, ConfigE
         dingtalk: &args.dingtalk,
         poll: &args.poll,
         log: &args.log,
+        proxy: None,
         defaults: Defaults {
             monthly_call_budget: DEMO_MONTHLY_CALL_BUDGET,
             storage_path: target.scratch_storage_path,

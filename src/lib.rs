@@ -5,9 +5,10 @@
 //! Data flows one way, DingTalk → client → poller → tracker → exposition → HTTP, and every
 //! import points down this list:
 //!
-//! - [`commands`]: the binary's commands (the exporter, `demo`, `simulate`, `track`);
+//! - [`commands`]: the binary's commands (the exporter, `demo`, `simulate`, `track`, `send`);
 //! - [`assembly`]: builds the running exporter and owns its reload;
-//! - [`http`]: the server (metrics, health, task API, landing page, web config, auth);
+//! - [`http`]: the server (metrics, health, task API, landing page, web config, auth), and
+//!   beside it [`proxy`], the tracking proxy that relays senders' calls and tracks sends;
 //! - [`exposition`]: renders `/metrics` from a snapshot of the tracked tasks;
 //! - [`poller`]: the scheduler and the polling policy, behind narrow ports;
 //! - [`tracker`]: the tracked tasks, the store trait and its SQLite store, the monthly
@@ -30,6 +31,7 @@ pub mod exposition;
 pub mod http;
 pub mod logging;
 pub mod poller;
+pub mod proxy;
 pub mod secret;
 pub mod simulator;
 pub mod telemetry;

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     match tokio.block_on(commands::run(cli)) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::FAILURE,
+        // The message went out; only its registration failed. Exit 3 lets a script tell
+        // this apart from a failed send, which it may retry.
+        Ok(Outcome::SentNotTracked) => ExitCode::from(3),
         Err(err) => {
             eprintln!("dingtalk-exporter: {err}");
             ExitCode::FAILURE

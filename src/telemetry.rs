@@ -49,6 +49,68 @@ pub struct Telemetry {
     web_config_reload_successful: IntGauge,
     /// `dingtalk_task_calls`
     task_calls: Histogram,
+    /// The tracking proxy's metrics, registered only when the proxy runs.
+    proxy: ProxyMetrics,
+}
+
+/// The tracking proxy's families. They exist only in an exporter that runs the proxy (see
+/// [`Telemetry::start_proxy_series`]), so an exporter without it does not publish zeros
+/// that look like a proxy seeing no traffic.
+struct ProxyMetrics {
+    /// `dingtalk_proxy_requests_total{api,result}`
+    requests: IntCounterVec,
+    /// `dingtalk_proxy_request_duration_seconds{api}`
+    duration: HistogramVec,
+    /// `dingtalk_proxy_tracked_total`
+    tracked: prometheus::IntCounter,
+    /// `dingtalk_proxy_track_failures_total{reason}`
+    track_failures: IntCounterVec,
+    /// `dingtalk_proxy_month_calls`
+    month_calls: IntGauge,
+}
+
+impl ProxyMetrics {
+    fn new() -> ProxyMetrics {
+        ProxyMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "dingtalk_proxy_requests_total",
+                    "Requests the tracking proxy relayed to DingTalk, by API and result (ok, dingtalk_error, upstream_error, refused).",
+                ),
+                &["api", "result"],
+            )
+            .expect("valid metric"),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "dingtalk_proxy_request_duration_seconds",
+                    "Time from a request reaching the tracking proxy until DingTalk's answer headers are relayed back, by API.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["api"],
+            )
+            .expect("valid metric"),
+            tracked: prometheus::IntCounter::new(
+                "dingtalk_proxy_tracked_total",
+                "Sends relayed by the tracking proxy that it registered as tracked tasks.",
+            )
+            .expect("valid metric"),
+            track_failures: IntCounterVec::new(
+                Opts::new(
+                    "dingtalk_proxy_track_failures_total",
+                    "Sends relayed by the tracking proxy that it could not register as tasks, by reason; the send itself went through.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            month_calls: IntGauge::new(
+                "dingtalk_proxy_month_calls",
+                "Metered DingTalk calls of other applications relayed by the tracking proxy this calendar month (Asia/Shanghai), kept across restarts; they count against the same organisation quota.",
+            )
+            .expect("valid metric"),
+        }
+    }
 }
 
 /// The lease metrics of a replica sharing a database with others, per app (per corp, for
@@ -309,7 +371,62 @@ impl Telemetry {
             leases: std::sync::OnceLock::new(),
             web_config_reload_successful,
             task_calls,
+            proxy: ProxyMetrics::new(),
         }
+    }
+
+    /// Publishes the tracking proxy's families, with a zero series for each of its APIs,
+    /// results and failure reasons (all bounded sets), so `rate()` and alerts see a 0
+    /// before the first event instead of a missing series. Call once, when the proxy starts.
+    pub fn start_proxy_series(&self, apis: &[&str], results: &[&str], reasons: &[&str]) {
+        let proxy = &self.proxy;
+        for collector in [
+            Box::new(proxy.requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(proxy.duration.clone()),
+            Box::new(proxy.tracked.clone()),
+            Box::new(proxy.track_failures.clone()),
+            Box::new(proxy.month_calls.clone()),
+        ] {
+            // Registered already (a second proxy in one process): the series are shared.
+            let _ = self.registry.register(collector);
+        }
+        for api in apis {
+            for result in results {
+                proxy.requests.with_label_values(&[api, result]);
+            }
+        }
+        for reason in reasons {
+            proxy.track_failures.with_label_values(&[reason]);
+        }
+    }
+
+    /// One request the proxy handled: its API and result, and how long until the answer's
+    /// head went back (`None` for a request refused before reaching DingTalk).
+    pub fn record_proxy_request(&self, api: &str, result: &str, elapsed: Option<Duration>) {
+        self.proxy.requests.with_label_values(&[api, result]).inc();
+        if let Some(elapsed) = elapsed {
+            self.proxy
+                .duration
+                .with_label_values(&[api])
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// The proxy registered a send as a task.
+    pub fn record_proxy_tracked(&self) {
+        self.proxy.tracked.inc();
+    }
+
+    /// The proxy relayed a send but could not register it, for `reason`.
+    pub fn record_proxy_track_failure(&self, reason: &str) {
+        self.proxy.track_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// The metered calls the proxy relayed this quota month.
+    pub fn record_proxy_month_calls(&self, calls: u64) {
+        self.proxy
+            .month_calls
+            .set(i64::try_from(calls).unwrap_or(i64::MAX));
     }
 
     /// A task ended with `calls` metered calls that DingTalk answered spent on it.

@@ -912,3 +912,35 @@ fn shared_database_mistakes_are_refused() {
     );
     assert!(!errors.contains(SECRET), "{errors}");
 }
+
+/// The tracking proxy is off by default, forwards to `--dingtalk.api-url` unless told
+/// otherwise, can be set in the file's `proxy` section, and refuses bad addresses and URLs
+/// by the names the user wrote them under.
+#[test]
+fn proxy_settings_resolve_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = config::load(&flags(&["--dingtalk.api-url", "http://127.0.0.1:8080/"])).unwrap();
+    assert_eq!(off.proxy.listen_address, None);
+    assert_eq!(off.proxy.upstream_url, "http://127.0.0.1:8080");
+
+    let from_file = load_yaml(
+        dir.path(),
+        "proxy: {listen_address: \"127.0.0.1:10051\", upstream_url: \"https://oapi.dingtalk.com/\"}\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        from_file.proxy.listen_address.as_deref(),
+        Some("127.0.0.1:10051")
+    );
+    assert_eq!(from_file.proxy.upstream_url, "https://oapi.dingtalk.com");
+
+    let errors = errors_of(load_yaml(
+        dir.path(),
+        "proxy: {upstream_url: \"ftp://example.com\"}\n",
+        &["--proxy.listen-address", "10051"],
+    ))
+    .to_string();
+    assert!(errors.contains("--proxy.listen-address"), "{errors}");
+    assert!(errors.contains("proxy.upstream_url"), "{errors}");
+}

@@ -1,11 +1,11 @@
-//! The command line: the subcommands `demo`, `simulate` and `track` and their flags; the
+//! The command line: the subcommands `demo`, `simulate`, `track` and `send` and their flags; the
 //! exporter's own flags are [`crate::config::flags`].
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::flags::{DemoFlags, ExporterFlags};
+use crate::config::flags::{AppFlags, DemoFlags, ExporterFlags};
 use crate::duration::PromDuration;
 
 /// The whole command line of `dingtalk-exporter`.
@@ -37,6 +37,9 @@ pub enum Command {
     Simulate(super::simulate::SimulatorArgs),
     /// Register a task with a running exporter through its API.
     Track(TrackArgs),
+    /// Send a work notification (asyncsend_v2) with an app's credentials, then register
+    /// its task with a running exporter; prints the task_id.
+    Send(SendArgs),
 }
 
 /// Flags of `dingtalk-exporter demo`: the exporter's settings without the DingTalk app, and
@@ -82,6 +85,65 @@ pub struct TrackArgs {
     /// delivery ends and asks DingTalk then.
     #[arg(long, value_name = "COUNT")]
     pub recipients: Option<u64>,
+    /// File holding the bearer token the exporter's `--web.api-token-file` requires.
+    #[arg(
+        long = "web.api-token-file",
+        env = "DINGTALK_EXPORTER_WEB_API_TOKEN_FILE"
+    )]
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// Flags of `dingtalk-exporter send`: the message, its recipients, the app's credentials
+/// (resolved like the exporter's: flags, environment, `--config.file`) and the exporter
+/// that tracks it.
+#[derive(clap::Args, Clone, Debug)]
+#[command(group(clap::ArgGroup::new("to").required(true).multiple(true)
+    .args(["user_ids", "dept_ids", "all_users"])))]
+#[command(group(clap::ArgGroup::new("content").args(["text", "msg_file"])))]
+pub struct SendArgs {
+    /// The agent (app) that sends; its credentials are those of the config file's app with
+    /// this agent_id, else the `--dingtalk.*` app.
+    #[arg(long = "agent-id", value_name = "ID")]
+    pub agent_id: i64,
+    /// Recipients by user id, comma-separated (at most 5,000).
+    #[arg(long = "user-ids", value_name = "IDS")]
+    pub user_ids: Option<String>,
+    /// Recipients by department id, comma-separated.
+    #[arg(long = "dept-ids", value_name = "IDS")]
+    pub dept_ids: Option<String>,
+    /// Send to every user of the organisation.
+    #[arg(long = "all-users")]
+    pub all_users: bool,
+    /// The text of a text message; without --text or --msg-file the text is read from
+    /// standard input.
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
+    /// A JSON file holding the `msg` object (any kind: markdown, action_card, oa, ...);
+    /// `-` reads it from standard input.
+    #[arg(long = "msg-file", value_name = "FILE")]
+    pub msg_file: Option<PathBuf>,
+    /// The task's name on the dashboard. [default: the message's title, or its kind]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the request that would be sent (without the access token) and send nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// YAML config file of the exporter, for its apps and credentials.
+    #[arg(
+        long = "config.file",
+        env = "DINGTALK_EXPORTER_CONFIG_FILE",
+        value_name = "FILE"
+    )]
+    pub config_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub app: AppFlags,
+    /// Base URL of the running exporter that tracks the task.
+    #[arg(
+        long = "exporter.url",
+        env = "DINGTALK_EXPORTER_URL",
+        default_value = "http://127.0.0.1:10050"
+    )]
+    pub exporter_url: String,
     /// File holding the bearer token the exporter's `--web.api-token-file` requires.
     #[arg(
         long = "web.api-token-file",

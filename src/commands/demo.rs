@@ -7,6 +7,8 @@
 //! truncated JSON) and its tokens live ten minutes, so the error and token panels move too.
 //! Beside the internal app runs a third-party app (an ISV suite) authorised by two corps,
 //! each with its own token, quota and budget, so the `corp` series have data as well.
+//! A tracking proxy runs in front of the simulator, and a sample sender sends through it
+//! now and then, so the proxy's metrics and proxy-tracked tasks show as well.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use rand::{RngExt, SeedableRng};
 use super::cli::DemoArgs;
 use crate::assembly;
 use crate::clock::now_ms;
-use crate::config::{self, AppConfig, Config, CorpSettings, DemoTarget, TokenApi};
+use crate::config::{self, AppConfig, Config, CorpSettings, DemoTarget, ProxySettings, TokenApi};
 use crate::secret::Secret;
 use crate::simulator::{
     Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, FaultConfig, FaultKind, SimConfig,
@@ -30,6 +32,9 @@ const DEMO_FAULT_PROBABILITY: f64 = 0.02;
 
 /// The demo simulator's token lifetime: short, so token refreshes show on the dashboard.
 const DEMO_TOKEN_LIFETIME_MS: i64 = 10 * 60 * 1000;
+
+/// Where the demo's tracking proxy listens: loopback, on a port the OS picks.
+const DEMO_PROXY_LISTEN_ADDRESS: &str = "127.0.0.1:0";
 
 /// The demo's third-party app and its credentials at the simulator.
 const DEMO_SUITE_APP: &str = "isv-suite";
@@ -107,9 +112,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         scratch_storage_path: scratch.path().join("demo.db"),
     };
     let simulator_url = simulator.url().to_string();
-    let config = config::load_demo(&args.settings, target.clone())
+    let mut config = config::load_demo(&args.settings, target.clone())
         .map(|config| with_demo_suite(config, &simulator_url))
         .map_err(|err| err.to_string())?;
+    config.proxy = ProxySettings {
+        listen_address: Some(DEMO_PROXY_LISTEN_ADDRESS.to_string()),
+        upstream_url: simulator_url.clone(),
+    };
     // Another subscriber may already be installed (tests run the demo in-process).
     let _ = crate::logging::init(config.log);
 
@@ -135,6 +144,12 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     println!("  Metrics:             {base}{telemetry_path}");
     println!("  Task API:            {base}/api/v1/tasks");
     println!("  DingTalk simulator:  {}/_sim/stats", simulator.url());
+    let proxy_url = running
+        .proxy_address
+        .map(|address| format!("http://{address}"));
+    if let Some(proxy_url) = &proxy_url {
+        println!("  Tracking proxy:      {proxy_url}");
+    }
 
     let simulator = Arc::new(simulator);
     let feeder = tokio::spawn(feed_sample_tasks(
@@ -143,11 +158,17 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         args.task_interval.0,
     ));
 
+    let sender = proxy_url
+        .map(|proxy_url| tokio::spawn(send_through_proxy(proxy_url, args.task_interval.0)));
+
     assembly::termination().await;
     tracing::info!(
         "demo stopping: no more sample tasks; finishing the polls and requests in flight"
     );
     feeder.abort();
+    if let Some(sender) = sender {
+        sender.abort();
+    }
     running.stop().await;
     drop(scratch);
     tracing::info!("demo stopped: the exporter and the DingTalk simulator are down");
@@ -324,4 +345,56 @@ async fn feed_sample_tasks(simulator: Arc<Simulator>, tracker: Arc<Tracker>, int
         round += 1;
         tokio::time::sleep(interval).await;
     }
+}
+
+/// A sample sender that knows nothing of the exporter: it uses the tracking proxy as its
+/// DingTalk base URL and sends a markdown notice every few intervals, which the proxy
+/// tracks.
+async fn send_through_proxy(proxy_url: String, interval: Duration) {
+    let client = reqwest::Client::new();
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        if let Err(err) = send_one(&client, &proxy_url, round).await {
+            tracing::warn!(error = %err, "the demo's sample sender could not send through the proxy");
+        }
+        tokio::time::sleep(interval * 2).await;
+    }
+}
+
+async fn send_one(client: &reqwest::Client, proxy_url: &str, round: u64) -> Result<(), String> {
+    let token_url = reqwest::Url::parse_with_params(
+        &format!("{proxy_url}/gettoken"),
+        &[("appkey", DEMO_APP_KEY), ("appsecret", DEMO_APP_SECRET)],
+    )
+    .map_err(|err| err.to_string())?;
+    let token: serde_json::Value = client
+        .get(token_url)
+        .send()
+        .await
+        .map_err(|err| err.without_url().to_string())?
+        .json()
+        .await
+        .map_err(|err| err.without_url().to_string())?;
+    let token = token["access_token"].as_str().unwrap_or_default();
+    let send_url = reqwest::Url::parse_with_params(
+        &format!("{proxy_url}/topapi/message/corpconversation/asyncsend_v2"),
+        &[("access_token", token)],
+    )
+    .map_err(|err| err.to_string())?;
+    let users: Vec<String> = (1..=30).map(|n| format!("sender-user{n:02}")).collect();
+    client
+        .post(send_url)
+        .json(&serde_json::json!({
+            "agent_id": DEMO_AGENT_ID,
+            "userid_list": users.join(","),
+            "msg": {"msgtype": "markdown", "markdown": {
+                "title": format!("proxy-tracked notice #{round}"),
+                "text": "A notice sent through the tracking proxy."
+            }},
+        }))
+        .send()
+        .await
+        .map_err(|err| err.without_url().to_string())?;
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! The commands of the binary, on top of everything else: the exporter itself (no
-//! subcommand), `--config.check`, `demo`, `simulate` and `track`. Each parses nothing (the
+//! subcommand), `--config.check`, `demo`, `simulate`, `track` and `send`. Each parses nothing (the
 //! [`cli`] does) and builds the running exporter only through [`crate::assembly`].
 
 pub mod cli;
 pub mod demo;
+pub mod send;
 pub mod simulate;
 pub mod track;
 
@@ -19,6 +20,8 @@ pub enum Outcome {
     Success,
     /// `--config.check` found problems (already printed).
     Invalid,
+    /// `send` sent the message but could not register its task (already said).
+    SentNotTracked,
 }
 
 /// Runs the command the command line names.
@@ -32,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, String> {
             println!("{summary}");
             Outcome::Success
         }),
+        Some(Command::Send(args)) => send::run(&args).await,
     }
 }
 

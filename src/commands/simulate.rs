@@ -49,6 +49,10 @@ pub struct SimulatorArgs {
     /// and no request_id.
     #[arg(long = "quirks", default_value_t = 0.0)]
     pub quirks: f64,
+    /// Recipients a send (asyncsend_v2, sendbytemplate) delivers to per minute: its task
+    /// lasts its recipient count at this pace. 0: every send lasts the default script's 5 s.
+    #[arg(long = "send-pace", value_name = "RECIPIENTS_PER_MINUTE", default_value_t = crate::simulator::DINGTALK_SEND_PACE_PER_MINUTE)]
+    pub send_pace: u32,
     /// Chance (0 to 1) that a request gets a fault.
     #[arg(long = "fault-probability", default_value_t = 0.0)]
     pub fault_probability: f64,
@@ -172,6 +176,7 @@ impl SimulatorArgs {
                 monthly_quota: self.monthly_quota,
                 query_window_ms: self.query_window.as_millis(),
                 quirks: self.quirks,
+                send_pace_per_minute: self.send_pace,
                 ..Behaviour::default()
             },
             faults: FaultConfig {

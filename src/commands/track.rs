@@ -33,7 +33,24 @@ struct ErrorAnswer {
 /// Registers the task of `args`; `Ok` holds a one-line summary to print, `Err` what went
 /// wrong (the exporter's own words when it refused).
 pub async fn run(args: &TrackArgs) -> Result<String, String> {
-    let token = match &args.api_token_file {
+    let mut body = serde_json::json!({"agent_id": args.agent_id, "task_id": args.task_id});
+    if let Some(name) = &args.name {
+        body["name"] = serde_json::Value::String(name.clone());
+    }
+    if let Some(recipients) = args.recipients {
+        body["recipients"] = serde_json::Value::from(recipients);
+    }
+    register(&args.exporter_url, args.api_token_file.as_deref(), &body).await
+}
+
+/// Posts one registration (`body`, the task API's JSON) to the exporter at `exporter_url`;
+/// `Ok` holds a one-line summary, `Err` what went wrong.
+pub(super) async fn register(
+    exporter_url: &str,
+    api_token_file: Option<&std::path::Path>,
+    body: &serde_json::Value,
+) -> Result<String, String> {
+    let token = match api_token_file {
         Some(path) => {
             let token = Secret::from_file(path).map_err(|err| {
                 format!("cannot read the API token file {}: {err}", path.display())
@@ -45,20 +62,13 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
         }
         None => None,
     };
-    let url = tasks_url(&args.exporter_url)?;
-    let mut body = serde_json::json!({"agent_id": args.agent_id, "task_id": args.task_id});
-    if let Some(name) = &args.name {
-        body["name"] = serde_json::Value::String(name.clone());
-    }
-    if let Some(recipients) = args.recipients {
-        body["recipients"] = serde_json::Value::from(recipients);
-    }
+    let url = tasks_url(exporter_url)?;
 
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .build()
         .map_err(|err| format!("cannot set up the HTTP client: {err}"))?;
-    let mut request = client.post(url.clone()).json(&body);
+    let mut request = client.post(url.clone()).json(body);
     if let Some(token) = &token {
         request = request.bearer_auth(token.expose());
     }
@@ -102,7 +112,7 @@ pub async fn run(args: &TrackArgs) -> Result<String, String> {
         "already tracking"
     };
     let mut line = summary(what, &task);
-    if let Some(name) = args.name.as_deref().filter(|name| *name != task.name) {
+    if let Some(name) = body["name"].as_str().filter(|name| *name != task.name) {
         // The exporter keeps the first name a task was registered with.
         line.push_str(&format!(
             "; it keeps the name it was first registered with, not {name:?}"

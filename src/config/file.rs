@@ -36,6 +36,8 @@ pub(super) struct FileConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     pub log: LogSection,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub proxy: ProxySection,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub apps: Vec<AppEntry>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tasks: Vec<TaskEntry>,
@@ -84,6 +86,12 @@ pub(super) struct PollSection {
 pub(super) struct TaskSection {
     pub max_age: Option<FileDuration>,
     pub retention: Option<FileDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ProxySection {
+    pub listen_address: Option<String>,
+    pub upstream_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

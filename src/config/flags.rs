@@ -74,6 +74,36 @@ pub struct ExporterFlags {
 
     #[command(flatten)]
     pub log: LogFlags,
+
+    #[command(flatten)]
+    pub proxy: ProxyFlags,
+}
+
+/// The tracking proxy: senders point their DingTalk base URL at it, it relays to DingTalk
+/// and tracks the sends it sees.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ProxyFlags {
+    /// Where the tracking proxy listens (`host:port`, e.g. 127.0.0.1:10051); senders use it
+    /// as their DingTalk base URL. [default: none, the proxy is off]
+    #[arg(
+        id = "proxy_listen_address",
+        long = "proxy.listen-address",
+        env = "DINGTALK_EXPORTER_PROXY_LISTEN_ADDRESS",
+        value_name = "ADDRESS",
+        help_heading = "Tracking proxy"
+    )]
+    pub listen_address: Option<String>,
+
+    /// Where the proxy forwards every request: the only destination it ever contacts.
+    /// [default: --dingtalk.api-url]
+    #[arg(
+        id = "proxy_upstream_url",
+        long = "proxy.upstream-url",
+        env = "DINGTALK_EXPORTER_PROXY_UPSTREAM_URL",
+        value_name = "URL",
+        help_heading = "Tracking proxy"
+    )]
+    pub upstream_url: Option<String>,
 }
 
 /// A PostgreSQL database shared by several exporters instead of the embedded SQLite file.

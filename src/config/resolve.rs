@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::WebConfigCheck;
 use super::flags::{
-    AppFlags, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, ReplicaFlags, WebFlags,
+    AppFlags, DingTalkFlags, ExporterFlags, LogFlags, PollFlags, ProxyFlags, ReplicaFlags, WebFlags,
 };
 use crate::duration::PromDuration;
 use crate::secret::Secret;
@@ -20,8 +20,8 @@ use super::{
     DEFAULT_OPENAPI_URL, DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_MIN_INTERVAL,
     DEFAULT_POLL_STALL_AFTER, DEFAULT_POLL_STALLED_INTERVAL, DEFAULT_STORAGE_PATH,
     DEFAULT_TASK_MAX_AGE, DEFAULT_TASK_RETENTION, DEFAULT_TASKS_MAX, DEFAULT_TELEMETRY_PATH,
-    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, SharedStoreSettings, StaticTask,
-    TokenApi, WebSettings, file, rules,
+    DEFAULT_TIMEOUT, DingTalkSettings, LogSettings, PollSettings, ProxySettings,
+    SharedStoreSettings, StaticTask, TokenApi, WebSettings, file, rules,
 };
 
 /// The defaults that differ between the exporter and the demo.
@@ -54,6 +54,9 @@ pub(super) struct CommandFlags<'a> {
     pub(super) dingtalk: &'a DingTalkFlags,
     pub(super) poll: &'a PollFlags,
     pub(super) log: &'a LogFlags,
+    /// The tracking proxy's flags; `None` for commands that take none (the demo starts its
+    /// own proxy).
+    pub(super) proxy: Option<&'a ProxyFlags>,
     pub(super) defaults: Defaults,
     /// Checks the web config file, when the caller can (the HTTP layer owns its format).
     pub(super) web_config_check: Option<&'a WebConfigCheck>,
@@ -74,6 +77,7 @@ impl<'a> CommandFlags<'a> {
             dingtalk: &flags.dingtalk,
             poll: &flags.poll,
             log: &flags.log,
+            proxy: Some(&flags.proxy),
             defaults: Defaults {
                 monthly_call_budget: DEFAULT_MONTHLY_CALL_BUDGET,
                 storage_path: PathBuf::from(DEFAULT_STORAGE_PATH),
@@ -123,6 +127,14 @@ const WEB_CONFIG_FILE: Key = Key {
 const API_TOKEN_FILE: Key = Key {
     flag: "--web.api-token-file",
     file: "web.api_token_file",
+};
+const PROXY_LISTEN_ADDRESS: Key = Key {
+    flag: "--proxy.listen-address",
+    file: "proxy.listen_address",
+};
+const PROXY_UPSTREAM_URL: Key = Key {
+    flag: "--proxy.upstream-url",
+    file: "proxy.upstream_url",
 };
 const API_URL: Key = Key {
     flag: "--dingtalk.api-url",
@@ -362,6 +374,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
     let storage_path = resolver.storage_path(flags, file.storage.path);
     let (poll, tasks_max_origin) = resolver.poll(flags.poll, file.poll, file.task, file.tasks_max);
     let log = resolver.log(flags.log, file.log);
+    let proxy = resolver.proxy(flags.proxy, file.proxy, &api_url);
 
     // Apps: the file's, then the default one.
     let (mut apps, mut secret_sources): (Vec<_>, Vec<_>) =
@@ -399,6 +412,7 @@ pub(super) fn resolve(flags: &CommandFlags<'_>) -> Result<Resolved, ConfigErrors
             apps,
             static_tasks,
             log,
+            proxy,
             config_file: flags.config_file.clone(),
         },
         settings: resolver.settings,
@@ -468,6 +482,42 @@ impl Resolver {
             telemetry_path,
             config_file: config_file.map(|(path, _)| path),
             api_token,
+        }
+    }
+
+    /// The tracking proxy: off unless a listen address is given; it forwards to
+    /// `--dingtalk.api-url` unless told otherwise.
+    fn proxy(
+        &mut self,
+        flags: Option<&ProxyFlags>,
+        file: file::ProxySection,
+        api_url: &str,
+    ) -> ProxySettings {
+        let flag_listen = flags.and_then(|flags| flags.listen_address.clone());
+        let flag_upstream = flags.and_then(|flags| flags.upstream_url.clone());
+        let listen_address = match (flag_listen, file.listen_address) {
+            (None, None) => None,
+            (flag, file) => {
+                let (address, origin) = self.pick(PROXY_LISTEN_ADDRESS, flag, file, String::new());
+                if let Err(problem) = super::flags::listen_address(&address) {
+                    self.error(PROXY_LISTEN_ADDRESS.name(origin), problem);
+                }
+                Some(address)
+            }
+        };
+        let upstream_url = match (flag_upstream, file.upstream_url) {
+            (None, None) => api_url.to_string(),
+            (flag, file) => {
+                let (url, origin) = self.pick(PROXY_UPSTREAM_URL, flag, file, String::new());
+                rules::normalize_api_url(&url).unwrap_or_else(|problem| {
+                    self.error(PROXY_UPSTREAM_URL.name(origin), problem);
+                    url
+                })
+            }
+        };
+        ProxySettings {
+            listen_address,
+            upstream_url,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod client;
 pub mod corp_token;
 pub mod limiter;
+pub mod message;
 pub mod redact;
 pub mod token;
 

@@ -88,7 +88,9 @@ pub(crate) fn answer(
         Endpoint::GetSendResult => authorise(state, endpoint, params, now_ms)
             .and_then(|()| get_send_result(state, params, now_ms)),
         Endpoint::AsyncSend => authorise(state, endpoint, params, now_ms)
-            .and_then(|()| async_send(state, params, now_ms)),
+            .and_then(|()| send(state, params, "msg", now_ms)),
+        Endpoint::SendByTemplate => authorise(state, endpoint, params, now_ms)
+            .and_then(|()| send(state, params, "template_id", now_ms)),
         Endpoint::GetCorpToken => get_corp_token(state, params, now_ms),
         // The server answers these through `openapi_answer`, in the newer host's form.
         Endpoint::UnifiedToken | Endpoint::CorpAccessToken => Err(ApiError::unknown_path()),
@@ -355,10 +357,14 @@ fn get_send_result(state: &mut State, params: &Params, now_ms: i64) -> Answer {
     Ok(json!({ "send_result": result }))
 }
 
-fn async_send(state: &mut State, params: &Params, now_ms: i64) -> Answer {
+/// `asyncsend_v2` (whose content is `msg`) and `sendbytemplate` (`template_id`): a task
+/// for the users named, lasting as long as delivering to them takes at the configured pace.
+fn send(state: &mut State, params: &Params, content: &str, now_ms: i64) -> Answer {
     let agent_id = params.id("agent_id")?;
-    if params.text("msg").trim().is_empty() {
-        return Err(ApiError::invalid_parameter("msg is required"));
+    if params.text(content).trim().is_empty() {
+        return Err(ApiError::invalid_parameter(&format!(
+            "{content} is required"
+        )));
     }
     let list = |name: &str| -> Vec<String> {
         params
@@ -388,10 +394,14 @@ fn async_send(state: &mut State, params: &Params, now_ms: i64) -> Answer {
     if user_ids.len() > MAX_SEND_USERS {
         return Err(ApiError::invalid_parameter("at most 5000 users per call"));
     }
-    let timeline = state
+    let mut timeline = state
         .behaviour
         .send_timeline
         .with_recipients(user_ids.len() as u32);
+    let pace = i64::from(state.behaviour.send_pace_per_minute);
+    if pace > 0 {
+        timeline.duration_ms = (user_ids.len() as i64 * 60_000 + pace - 1) / pace;
+    }
     let spec = TaskSpec {
         agent_id,
         task_id: None,
@@ -441,6 +451,10 @@ mod tests {
             Endpoint::Unknown
         );
         assert_eq!(Endpoint::from_path("/"), Endpoint::Unknown);
+        assert_eq!(
+            Endpoint::from_path("/topapi/message/corpconversation/sendbytemplate"),
+            Endpoint::SendByTemplate
+        );
     }
 
     /// The 88 wrapper carries the real cause in sub_code and in errmsg.

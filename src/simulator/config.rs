@@ -71,6 +71,9 @@ pub enum ExpiryStyle {
     Wrapped,
 }
 
+/// DingTalk delivers at most this many recipients a minute.
+pub const DINGTALK_SEND_PACE_PER_MINUTE: u32 = 5_000;
+
 /// The rules the simulated DingTalk enforces. Can be changed while the simulator runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,8 +93,13 @@ pub struct Behaviour {
     /// Chance, from 0 to 1, that a successful answer comes in the odd form some DingTalk
     /// pages show: `"errcode":"0"`, every number as a string, no `request_id`.
     pub quirks: f64,
-    /// The script of tasks created through `asyncsend_v2`, scaled to their recipients.
+    /// The script of tasks created through `asyncsend_v2` and `sendbytemplate`, scaled to
+    /// their recipients.
     pub send_timeline: Timeline,
+    /// Recipients a send delivers to per minute: a send's `duration_ms` is its recipient
+    /// count at this pace (DingTalk's ceiling is 5,000 a minute); 0 keeps the script's
+    /// `duration_ms` whatever the count.
+    pub send_pace_per_minute: u32,
 }
 
 impl Default for Behaviour {
@@ -107,6 +115,7 @@ impl Default for Behaviour {
                 start_delay_ms: 500,
                 ..Timeline::default()
             },
+            send_pace_per_minute: DINGTALK_SEND_PACE_PER_MINUTE,
         }
     }
 }

@@ -18,6 +18,7 @@ pub(crate) enum Endpoint {
     CorpAccessToken,
     /// `POST /service/get_corp_token`: a corp's token, signed.
     GetCorpToken,
+    SendByTemplate,
     Unknown,
 }
 
@@ -36,6 +37,7 @@ impl Endpoint {
             Some("getsendprogress") => Endpoint::GetSendProgress,
             Some("getsendresult") => Endpoint::GetSendResult,
             Some("asyncsend_v2") => Endpoint::AsyncSend,
+            Some("sendbytemplate") => Endpoint::SendByTemplate,
             _ => Endpoint::Unknown,
         }
     }
@@ -47,6 +49,7 @@ impl Endpoint {
             Endpoint::GetSendProgress => "getsendprogress",
             Endpoint::GetSendResult => "getsendresult",
             Endpoint::AsyncSend => "asyncsend_v2",
+            Endpoint::SendByTemplate => "sendbytemplate",
             Endpoint::UnifiedToken => "oauth2/token",
             Endpoint::CorpAccessToken => "corpAccessToken",
             Endpoint::GetCorpToken => "get_corp_token",
@@ -63,7 +66,10 @@ impl Endpoint {
     pub fn is_metered(self) -> bool {
         matches!(
             self,
-            Endpoint::GetSendProgress | Endpoint::GetSendResult | Endpoint::AsyncSend
+            Endpoint::GetSendProgress
+                | Endpoint::GetSendResult
+                | Endpoint::AsyncSend
+                | Endpoint::SendByTemplate
         )
     }
 }

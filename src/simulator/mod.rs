@@ -1,13 +1,17 @@
 //! A simulator of DingTalk's server API, for tests, the demo and benchmarks: no DingTalk
 //! account needed, and every awkward behaviour of the real service on demand.
 //!
-//! It serves `gettoken`, `getsendprogress`, `getsendresult` and `asyncsend_v2` the way
+//! It serves `gettoken`, `getsendprogress`, `getsendresult`, `asyncsend_v2` and
+//! `sendbytemplate` the way
 //! DingTalk's documentation and SDKs describe them, over plain HTTP on loopback:
 //!
 //! - **Tokens**: random, per app; `gettoken` while the token is valid returns the same one
 //!   and extends it. A blank token gets errcode 88 / sub_code "40000"; an expired or unknown
 //!   one gets, depending on [`ExpiryStyle`], 42001 / 40014 (`flat`) or 88 / sub_code "40014"
 //!   (`wrapped`, the default). Wrong credentials get 40096. Every token issued is recorded.
+//! - **Sends** (`asyncsend_v2`, `sendbytemplate`) create a task for the users named (ten per
+//!   department, 500 for `to_all_user`) that lasts as long as delivering to them takes at
+//!   `send_pace_per_minute` (DingTalk's 5,000 by default).
 //! - **Tasks** belong to an agent id and follow a scripted [`Timeline`] (a pure function of
 //!   the time since creation). An unknown task for that agent, or one older than the query
 //!   window (24 h by default), gets 40035. `getsendresult` refuses tasks with more than 100
@@ -72,7 +76,8 @@
 //! | `PUT /_sim/faults` | replaces them: `{"probability": 0.2, "kinds": ["html502", "drop"], "slow_delay_ms": 15000, "limit": null}` (missing fields take these defaults: 0, all kinds, 15000, no limit); `limit` stops after that many more faults |
 //! | `PATCH /_sim/faults` | changes only the fields given, e.g. `{"probability": 0}` to switch faults off |
 //! | `GET /_sim/behaviour` | the rules enforced |
-//! | `PUT` / `PATCH /_sim/behaviour` | replaces / changes them: `token_lifetime_ms` (7200000), `expiry_style` (`"flat"` or `"wrapped"`), `qps_limit` (20, 0 = none), `monthly_quota` (0 = none), `query_window_ms` (86400000), `quirks` (0..1), `send_timeline` (the script of `asyncsend_v2` tasks) |
+//! | `PUT` / `PATCH /_sim/behaviour` | replaces / changes them: `token_lifetime_ms` (7200000), `expiry_style` (`"flat"` or `"wrapped"`), `qps_limit` (20, 0 = none), `monthly_quota` (0 = none), `query_window_ms` (86400000), `quirks` (0..1), `send_timeline` (the script of `asyncsend_v2` and `sendbytemplate` tasks), `send_pace_per_minute` (5000: a send lasts its recipient count at this pace; 0 = the script's `duration_ms`) |
+//! | any method, `/_sim/echo/...` | answers what it received, for checking that a proxy relays faithfully: `{"method", "path", "query", "headers": [[name, value], ...] (in order), "body_length", "body_sha256", "body_base64" (bodies up to 64 KiB)}`, with the status of a `status` query parameter (200 by default) and the answer headers `x-echo: 1` and two `set-cookie` |
 //! | `POST /_sim/expire-tokens` | expires every token now; answers `{"expired": n}` |
 //! | `POST /_sim/suite-ticket` | DingTalk pushes a new suite ticket: `{"suite_key": "...", "ticket": "..."}`; the old one stops working |
 //! | `GET /_sim/tokens` | every access token issued so far (for checking that none leaks into logs) |
@@ -91,6 +96,7 @@
 mod api;
 mod config;
 mod control;
+mod echo;
 mod endpoint;
 mod faults;
 mod server;
@@ -106,8 +112,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, ExpiryStyle, SimApp, SimClock,
-    SimConfig, SimCorp, SimSuite,
+    Behaviour, DEMO_AGENT_ID, DEMO_APP_KEY, DEMO_APP_SECRET, DINGTALK_SEND_PACE_PER_MINUTE,
+    ExpiryStyle, SimApp, SimClock, SimConfig, SimCorp, SimSuite,
 };
 pub use faults::{FaultConfig, FaultKind};
 pub use state::{CallCounts, CallRecord, FaultCounts, SimStats, TaskSpec, TaskView};

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 use super::api::{self, Answer, ApiError, Endpoint, Params};
 use super::control;
+use super::echo;
 use super::endpoint::unified_token_corp;
 use super::faults::{self, FaultKind};
 use super::state::{CallRecord, Shared, State};
@@ -67,6 +68,9 @@ async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, CloseConnection> {
+    if request.uri().path().starts_with(echo::PREFIX) {
+        return echo::handle(request).await;
+    }
     if request.uri().path().starts_with(control::PREFIX) {
         return control::handle(&shared, request).await;
     }

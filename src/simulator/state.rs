@@ -56,6 +56,8 @@ pub struct CallCounts {
     pub corp_access_token: u64,
     #[serde(default)]
     pub get_corp_token: u64,
+    #[serde(default)]
+    pub sendbytemplate: u64,
     /// Requests to paths DingTalk does not have (answered with errcode 22).
     pub unknown: u64,
 }
@@ -250,6 +252,7 @@ impl State {
             Endpoint::UnifiedToken => &mut calls.unified_token,
             Endpoint::CorpAccessToken => &mut calls.corp_access_token,
             Endpoint::GetCorpToken => &mut calls.get_corp_token,
+            Endpoint::SendByTemplate => &mut calls.sendbytemplate,
             Endpoint::Unknown => &mut calls.unknown,
         } += 1;
     }

@@ -149,6 +149,7 @@ pub fn test_config() -> Config {
             level: LogLevel::Info,
             format: LogFormat::Logfmt,
         },
+        proxy: Default::default(),
         config_file: None,
     }
 }
