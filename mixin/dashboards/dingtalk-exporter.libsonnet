@@ -111,6 +111,9 @@ local promql = import '../lib/promql.libsonnet';
           },
           queryVariable('job', 'Job', 'label_values(%s, job)' % buildInfo()),
           queryVariable('instance', 'Instance', 'label_values(%s, instance)' % buildInfo(['job=~"$job"'])),
+          // The corps of third-party apps; internal apps' series have no corp, so "All" is
+          // ".*" here and the per-corp panels add corp!="".
+          queryVariable('corp', 'Corp', 'label_values(%s, corp)' % sel('dingtalk_up')) + { allValue: '.*' },
         ],
       },
       panels: [
@@ -1637,7 +1640,7 @@ local promql = import '../lib/promql.libsonnet';
         "description": "Metered calls each delivery cost of the monthly quota, counted when the task ended (finished with its recipients asked, invalid or expired): the average and the 90th percentile over the tasks that ended. A finishing delivery takes two or three; a stalled or never-starting one costs more the longer it stays (see the README's 'How it polls, and what it costs'). Rising: more stuck deliveries, or --poll.* settings that poll more often.",
         "gridPos": {
           "h": 8,
-          "w": 24,
+          "w": 12,
           "x": 0,
           "y": 49
         },
@@ -1693,6 +1696,71 @@ local promql = import '../lib/promql.libsonnet';
         targets: [
           rangeTarget('A', 'sum(rate(%s[$__rate_interval])) / sum(rate(%s[$__rate_interval]))' % [sel('dingtalk_task_calls_sum'), sel('dingtalk_task_calls_count')], legend="average"),
           rangeTarget('B', 'histogram_quantile(0.9, sum by (le) (rate(%s[$__rate_interval])))' % sel('dingtalk_task_calls_bucket'), legend="p90"),
+        ],
+      },
+      {
+        "type": "timeseries",
+        "id": 37,
+        "title": "Third-party corps: monthly calls",
+        "description": "Metered calls this calendar month of each corp of a third-party (ISV) app against the corp's monthly_call_budget: every corp has its own DingTalk quota (5,000 a month on the free edition) and its own budget; one corp running out stops only that corp. Empty: no third-party app is configured (see the README's 'Third-party enterprise apps').",
+        "gridPos": {
+          "h": 8,
+          "w": 12,
+          "x": 12,
+          "y": 49
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "short",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', task('dingtalk_api_month_calls', ['corp!=""', 'corp=~"$corp"']), legend="{{app}} / {{corp}}"),
+          rangeTarget('B', task('dingtalk_api_month_call_budget', ['corp!=""', 'corp=~"$corp"']), legend="{{app}} / {{corp}} budget"),
         ],
       },
       {
