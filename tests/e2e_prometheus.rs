@@ -66,6 +66,7 @@ const FIRING_WITH_SENSITIVE_CONFIG: &[&str] = &[
 const VARIABLES: &[(&str, &str)] = &[
     ("job", JOB),
     ("instance", ".+"),
+    ("corp", ".*"),
     ("__rate_interval", "20s"),
     ("__interval", "2s"),
     ("__interval_ms", "2000"),

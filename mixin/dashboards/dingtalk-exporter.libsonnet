@@ -111,6 +111,9 @@ local promql = import '../lib/promql.libsonnet';
           },
           queryVariable('job', 'Job', 'label_values(%s, job)' % buildInfo()),
           queryVariable('instance', 'Instance', 'label_values(%s, instance)' % buildInfo(['job=~"$job"'])),
+          // The corps of third-party apps; internal apps' series have no corp, so "All" is
+          // ".*" here and the per-corp panels add corp!="".
+          queryVariable('corp', 'Corp', 'label_values(%s, corp)' % sel('dingtalk_up')) + { allValue: '.*' },
         ],
       },
       panels: [
@@ -1637,7 +1640,7 @@ local promql = import '../lib/promql.libsonnet';
         "description": "Metered calls each delivery cost of the monthly quota, counted when the task ended (finished with its recipients asked, invalid or expired): the average and the 90th percentile over the tasks that ended. A finishing delivery takes two or three; a stalled or never-starting one costs more the longer it stays (see the README's 'How it polls, and what it costs'). Rising: more stuck deliveries, or --poll.* settings that poll more often.",
         "gridPos": {
           "h": 8,
-          "w": 24,
+          "w": 12,
           "x": 0,
           "y": 49
         },
@@ -1696,6 +1699,344 @@ local promql = import '../lib/promql.libsonnet';
         ],
       },
       {
+        "type": "timeseries",
+        "id": 37,
+        "title": "Third-party corps: monthly calls",
+        "description": "Metered calls this calendar month of each corp of a third-party (ISV) app against the corp's monthly_call_budget: every corp has its own DingTalk quota (5,000 a month on the free edition) and its own budget; one corp running out stops only that corp. Empty: no third-party app is configured (see the README's 'Third-party enterprise apps').",
+        "gridPos": {
+          "h": 8,
+          "w": 12,
+          "x": 12,
+          "y": 49
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "short",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', task('dingtalk_api_month_calls', ['corp!=""', 'corp=~"$corp"']), legend="{{app}} / {{corp}}"),
+          rangeTarget('B', task('dingtalk_api_month_call_budget', ['corp!=""', 'corp=~"$corp"']), legend="{{app}} / {{corp}} budget"),
+        ],
+      },
+      {
+        "type": "row",
+        "id": 32,
+        "title": "Tracking proxy",
+        "collapsed": false,
+        "gridPos": {
+          "h": 1,
+          "w": 24,
+          "x": 0,
+          "y": 57
+        },
+        "panels": []
+      },
+      {
+        "type": "timeseries",
+        "id": 33,
+        "title": "Organisation quota this month",
+        "description": "The organisation's metered calls this calendar month (Asia/Shanghai): the exporter's own polls and the calls of other applications that the tracking proxy relayed (every call but the token APIs). DingTalk's free edition allows 5,000 a month for the whole organisation; when the total nears it, DingTalk answers 90020 and both the senders and the exporter stop. Empty relayed line: no sender goes through the proxy (--proxy.listen-address).",
+        "gridPos": {
+          "h": 8,
+          "w": 6,
+          "x": 0,
+          "y": 58
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "short",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', 'sum(%s)' % queries.monthCalls(matchers), legend="exporter's own"),
+          rangeTarget('B', 'sum(%s)' % queries.proxyMonthCalls(matchers), legend="relayed by the proxy"),
+          rangeTarget('C', 'sum(%s) + sum(%s)' % [queries.monthCalls(matchers), queries.proxyMonthCalls(matchers)], legend="organisation total"),
+        ],
+      },
+      {
+        "type": "timeseries",
+        "id": 34,
+        "title": "Relayed requests",
+        "description": "Requests the tracking proxy relayed to DingTalk, by API and result: ok, dingtalk_error (a send DingTalk refused, or an HTTP error status), upstream_error (DingTalk unreachable: the sender got 502 or 504), refused (by the proxy itself: a foreign destination or CONNECT). upstream_error means senders are failing right now.",
+        "gridPos": {
+          "h": 8,
+          "w": 6,
+          "x": 6,
+          "y": 58
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "reqps",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', 'sum by (instance, api, result) (rate(%s[$__rate_interval]))' % sel('dingtalk_proxy_requests_total'), legend="{{instance}} {{api}} {{result}}"),
+        ],
+      },
+      {
+        "type": "timeseries",
+        "id": 35,
+        "title": "Sends tracked by the proxy",
+        "description": "Sends the proxy registered as tasks, and sends it relayed but could not register, by reason (tasks_max: --tasks.max reached; store: the store refused; queue_full; no_agent_id; shutdown). A relayed send is never held up by tracking; a failure here is a delivery nobody watches.",
+        "gridPos": {
+          "h": 8,
+          "w": 6,
+          "x": 12,
+          "y": 58
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "reqps",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', 'sum by (instance) (rate(%s[$__rate_interval]))' % sel('dingtalk_proxy_tracked_total'), legend="{{instance}} tracked"),
+          rangeTarget('B', 'sum by (instance, reason) (rate(%s[$__rate_interval]))' % sel('dingtalk_proxy_track_failures_total'), legend="{{instance}} not tracked: {{reason}}"),
+        ],
+      },
+      {
+        "type": "timeseries",
+        "id": 36,
+        "title": "Proxy latency",
+        "description": "Time from a request reaching the proxy until DingTalk's answer goes back to the sender, by API (median and 99th percentile): DingTalk's own latency plus the proxy's, which adds tens of microseconds on loopback.",
+        "gridPos": {
+          "h": 8,
+          "w": 6,
+          "x": 18,
+          "y": 58
+        },
+        "fieldConfig": {
+          "defaults": {
+            "unit": "s",
+            "custom": {
+              "drawStyle": "line",
+              "lineWidth": 1,
+              "fillOpacity": 10,
+              "gradientMode": "none",
+              "showPoints": "never",
+              "spanNulls": false,
+              "lineInterpolation": "linear",
+              "axisPlacement": "auto",
+              "stacking": {
+                "mode": "none",
+                "group": "A"
+              },
+              "thresholdsStyle": {
+                "mode": "off"
+              }
+            },
+            "color": {
+              "mode": "palette-classic"
+            },
+            "thresholds": {
+              "mode": "absolute",
+              "steps": [
+                {
+                  "color": "green",
+                  "value": null
+                }
+              ]
+            },
+            "mappings": []
+          },
+          "overrides": []
+        },
+        "options": {
+          "legend": {
+            "displayMode": "list",
+            "placement": "bottom",
+            "showLegend": true,
+            "calcs": []
+          },
+          "tooltip": {
+            "mode": "multi",
+            "sort": "desc"
+          }
+        },
+        datasource: datasource,
+        targets: [
+          rangeTarget('A', 'histogram_quantile(0.5, sum by (instance, le, api) (rate(%s[$__rate_interval])))' % sel('dingtalk_proxy_request_duration_seconds_bucket'), legend="p50 {{instance}} {{api}}"),
+          rangeTarget('B', 'histogram_quantile(0.99, sum by (instance, le, api) (rate(%s[$__rate_interval])))' % sel('dingtalk_proxy_request_duration_seconds_bucket'), legend="p99 {{instance}} {{api}}"),
+        ],
+      },
+      {
         "type": "row",
         "id": 30,
         "title": "Exporter",
@@ -1704,7 +2045,7 @@ local promql = import '../lib/promql.libsonnet';
           "h": 1,
           "w": 24,
           "x": 0,
-          "y": 57
+          "y": 66
         },
         panels: [
           {
@@ -1716,7 +2057,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 0,
-              "y": 58
+              "y": 67
             },
             "fieldConfig": {
               "defaults": {
@@ -1784,7 +2125,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 8,
-              "y": 58
+              "y": 67
             },
             "fieldConfig": {
               "defaults": {
@@ -1848,7 +2189,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 16,
-              "y": 58
+              "y": 67
             },
             "fieldConfig": {
               "defaults": {
@@ -1912,7 +2253,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 4,
               "w": 4,
               "x": 0,
-              "y": 66
+              "y": 75
             },
             "fieldConfig": {
               "defaults": {
@@ -1985,7 +2326,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 4,
               "w": 4,
               "x": 0,
-              "y": 70
+              "y": 79
             },
             "fieldConfig": {
               "defaults": {
@@ -2037,7 +2378,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 8,
               "x": 4,
-              "y": 66
+              "y": 75
             },
             "transformations": [
               {
@@ -2115,7 +2456,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 6,
               "x": 12,
-              "y": 66
+              "y": 75
             },
             "fieldConfig": {
               "defaults": {
@@ -2179,7 +2520,7 @@ local promql = import '../lib/promql.libsonnet';
               "h": 8,
               "w": 6,
               "x": 18,
-              "y": 66
+              "y": 75
             },
             "fieldConfig": {
               "defaults": {

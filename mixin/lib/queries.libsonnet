@@ -43,6 +43,9 @@ function(config) {
   // The calls of the month: counted in the store, so every replica reports the same number.
   monthCalls(matchers):: self.task('dingtalk_api_month_calls', matchers),
   monthCallBudget(matchers):: self.task('dingtalk_api_month_call_budget', matchers),
+  // The calls other applications sent through the tracking proxy this month: the rest of
+  // the organisation's quota use.
+  proxyMonthCalls(matchers):: self.task('dingtalk_proxy_month_calls', matchers),
   // Computed per process before the replicas are aggregated away, so that an exporter
   // without a budget never divides by another one's.
   monthBudgetUsedRatio(matchers)::
