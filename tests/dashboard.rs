@@ -670,11 +670,6 @@ fn every_metric_the_dashboard_queries_is_exported() {
     assert!(unused.is_empty(), "families no panel shows: {unused:?}");
 }
 
-/// Families of interface.md whose features are not in this release yet. Each leaves this
-/// list in the change that builds its feature; the test fails while a listed family is
-/// already exposed, so the list cannot go stale.
-const NOT_YET_EXPOSED: &[&str] = &[];
-
 /// Families the exporter exposes beyond interface.md's table, each documented in the
 /// README's metric table.
 const BEYOND_CONTRACT: &[&str] = &[
@@ -692,9 +687,8 @@ const BEYOND_CONTRACT: &[&str] = &[
 ];
 
 /// The golden expositions (of one exporter, and what a replica on a shared database adds)
-/// list the same `dingtalk_*` metrics and types as interface.md (but for the families of
-/// features still to come, which they must not list yet, and those of [`BEYOND_CONTRACT`],
-/// which they must list).
+/// list the same `dingtalk_*` metrics and types as interface.md, plus those of
+/// [`BEYOND_CONTRACT`].
 #[test]
 fn golden_metric_families_match_the_interface_contract() {
     let path = shared_path("interface.md");
@@ -729,21 +723,7 @@ fn golden_metric_families_match_the_interface_contract() {
         documented.len() >= 20,
         "could not read interface.md's metric table"
     );
-    for family in NOT_YET_EXPOSED {
-        assert!(
-            documented.contains_key(*family),
-            "{family} is not in interface.md"
-        );
-        assert!(
-            !exported.contains_key(*family),
-            "{family} is exposed now: take it off NOT_YET_EXPOSED"
-        );
-    }
-    let expected: BTreeMap<String, String> = documented
-        .into_iter()
-        .filter(|(name, _)| !NOT_YET_EXPOSED.contains(&name.as_str()))
-        .collect();
-    assert_eq!(exported, expected);
+    assert_eq!(exported, documented);
 }
 
 /// Field overrides name fields the panel really produces (after renames), so they apply.
