@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::cli::TrackArgs;
+use crate::dingtalk::client::error_chain;
 use crate::secret::Secret;
 
 /// How long the whole exchange with the exporter may take.
@@ -77,7 +78,7 @@ pub(super) async fn register(
         // reqwest's message names the URL; show it without any credentials it may hold.
         format!(
             "could not reach the exporter at {shown_url}: {}",
-            error_chain(err.without_url())
+            error_chain(err)
         )
     })?;
     let status = response.status();
@@ -119,22 +120,6 @@ pub(super) async fn register(
         ));
     }
     Ok(line)
-}
-
-/// An error and its causes on one line ("error sending request" alone hides the
-/// "Connection refused" beneath it).
-fn error_chain(err: reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The task API's collection URL under the exporter's base URL.

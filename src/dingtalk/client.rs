@@ -821,8 +821,9 @@ fn body_failure(err: reqwest::Error) -> ApiFailure {
     }
 }
 
-/// An error and its causes, one line, without the request URL.
-fn error_chain(err: reqwest::Error) -> String {
+/// An error and its causes on one line ("error sending request" alone hides the
+/// "Connection refused" beneath it), without the request URL, which may carry a token.
+pub fn error_chain(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
