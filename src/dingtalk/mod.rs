@@ -66,6 +66,31 @@ pub struct RecipientCounts {
     pub invalid: u64,
 }
 
+impl RecipientCounts {
+    /// The counts as five columns (read, unread, failed, forbidden, invalid) read back from a
+    /// store: all absent before `getsendresult` answered, all present after. `Err` when only
+    /// some are, which no release writes.
+    pub fn from_columns(columns: [Option<u64>; 5]) -> Result<Option<RecipientCounts>, String> {
+        match columns {
+            [None, None, None, None, None] => Ok(None),
+            [
+                Some(read),
+                Some(unread),
+                Some(failed),
+                Some(forbidden),
+                Some(invalid),
+            ] => Ok(Some(RecipientCounts {
+                read,
+                unread,
+                failed,
+                forbidden,
+                invalid,
+            })),
+            _ => Err("recipient counts are partly NULL".to_string()),
+        }
+    }
+}
+
 /// DingTalk error codes that get their own `errcode` label value; any other code is counted
 /// as `other`, so the label stays a bounded set whatever DingTalk answers.
 pub const KNOWN_ERRCODES: &[i64] = &[

@@ -731,16 +731,6 @@ fn to_count(field: &str, stored: i64) -> Result<u64, Failure> {
         .map_err(|_| Failure::Data(format!("{field} holds a negative count {stored}")))
 }
 
-fn result_fetch_word(fetch: ResultFetch) -> &'static str {
-    match fetch {
-        ResultFetch::Pending => "pending",
-        ResultFetch::Fetched => "fetched",
-        ResultFetch::Refused { .. } => "refused",
-        ResultFetch::Unavailable => "unavailable",
-        ResultFetch::TooManyRecipients => "too_many_recipients",
-    }
-}
-
 /// The values of [`TASK_COLUMNS`] for one task (the mapping of the SQLite store).
 fn task_values(task: &Task) -> Result<Params, Failure> {
     let count = |field: &str, value: Option<u64>| -> Result<Option<i64>, Failure> {
@@ -748,13 +738,6 @@ fn task_values(task: &Task) -> Result<Params, Failure> {
     };
     let recipients = task.recipients;
     let memory = task.poll_memory;
-    let refused_errcode = match task.result_fetch {
-        ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending
-        | ResultFetch::Fetched
-        | ResultFetch::Unavailable
-        | ResultFetch::TooManyRecipients => None,
-    };
     Ok(vec![
         Box::new(task.key.agent_id),
         Box::new(task.key.task_id),
@@ -777,8 +760,8 @@ fn task_values(task: &Task) -> Result<Params, Failure> {
             recipients.map(|r| r.forbidden),
         )?),
         Box::new(count("recipients_invalid", recipients.map(|r| r.invalid))?),
-        Box::new(result_fetch_word(task.result_fetch).to_string()),
-        Box::new(refused_errcode),
+        Box::new(task.result_fetch.as_str().to_string()),
+        Box::new(task.result_fetch.refused_errcode()),
         Box::new(memory.anchor_ms),
         Box::new(memory.anchor_ratio),
         Box::new(i64::from(memory.anchored_running)),
@@ -819,39 +802,18 @@ fn task_from_row(row: &Row) -> Result<Task, Failure> {
     };
     let metered_calls =
         count(12, "metered_calls")?.ok_or_else(|| bad("metered_calls is NULL".to_string()))?;
-    let recipients = match [
+    let recipients = RecipientCounts::from_columns([
         count(13, "recipients_read")?,
         count(14, "recipients_unread")?,
         count(15, "recipients_failed")?,
         count(16, "recipients_forbidden")?,
         count(17, "recipients_invalid")?,
-    ] {
-        [None, None, None, None, None] => None,
-        [
-            Some(read),
-            Some(unread),
-            Some(failed),
-            Some(forbidden),
-            Some(invalid),
-        ] => Some(RecipientCounts {
-            read,
-            unread,
-            failed,
-            forbidden,
-            invalid,
-        }),
-        _ => return Err(bad("recipient counts are partly NULL".to_string())),
-    };
+    ])
+    .map_err(bad)?;
     let fetch_word: String = row.try_get(18)?;
     let refused_errcode: Option<i64> = row.try_get(19)?;
-    let result_fetch = match (fetch_word.as_str(), refused_errcode) {
-        ("pending", _) => ResultFetch::Pending,
-        ("fetched", _) => ResultFetch::Fetched,
-        ("unavailable", _) => ResultFetch::Unavailable,
-        ("too_many_recipients", _) => ResultFetch::TooManyRecipients,
-        ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
-        _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
-    };
+    let result_fetch = ResultFetch::from_stored(&fetch_word, refused_errcode)
+        .ok_or_else(|| bad(format!("unknown result fetch {fetch_word:?}")))?;
     let result_attempts: i64 = row.try_get(23)?;
     let poll_memory = PollMemory {
         anchor_ms: row.try_get(20)?,

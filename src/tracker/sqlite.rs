@@ -659,16 +659,6 @@ fn to_count(field: &str, stored: i64) -> Result<u64, Failure> {
         .map_err(|_| Failure::Data(format!("{field} holds a negative count {stored}")))
 }
 
-fn result_fetch_word(fetch: ResultFetch) -> &'static str {
-    match fetch {
-        ResultFetch::Pending => "pending",
-        ResultFetch::Fetched => "fetched",
-        ResultFetch::Refused { .. } => "refused",
-        ResultFetch::Unavailable => "unavailable",
-        ResultFetch::TooManyRecipients => "too_many_recipients",
-    }
-}
-
 /// The values of [`TASK_COLUMNS`] for one task.
 fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
     let integer = |value: Option<i64>| value.map_or(Value::Null, Value::Integer);
@@ -679,13 +669,6 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
     };
     let recipients = task.recipients;
     let memory = task.poll_memory;
-    let refused_errcode = match task.result_fetch {
-        ResultFetch::Refused { errcode } => Some(errcode),
-        ResultFetch::Pending
-        | ResultFetch::Fetched
-        | ResultFetch::Unavailable
-        | ResultFetch::TooManyRecipients => None,
-    };
     Ok(vec![
         Value::Integer(task.key.agent_id),
         Value::Integer(task.key.task_id),
@@ -707,8 +690,8 @@ fn task_values(task: &Task) -> Result<Vec<Value>, Failure> {
         count("recipients_failed", recipients.map(|r| r.failed))?,
         count("recipients_forbidden", recipients.map(|r| r.forbidden))?,
         count("recipients_invalid", recipients.map(|r| r.invalid))?,
-        Value::Text(result_fetch_word(task.result_fetch).to_string()),
-        integer(refused_errcode),
+        Value::Text(task.result_fetch.as_str().to_string()),
+        integer(task.result_fetch.refused_errcode()),
         integer(memory.anchor_ms),
         Value::Real(memory.anchor_ratio),
         Value::Integer(i64::from(memory.anchored_running)),
@@ -757,33 +740,11 @@ fn task_from_row(row: &Row<'_>) -> Result<Task, Failure> {
         count(16, "recipients_forbidden")?,
         count(17, "recipients_invalid")?,
     ];
-    let recipients = match recipient_columns {
-        [None, None, None, None, None] => None,
-        [
-            Some(read),
-            Some(unread),
-            Some(failed),
-            Some(forbidden),
-            Some(invalid),
-        ] => Some(RecipientCounts {
-            read,
-            unread,
-            failed,
-            forbidden,
-            invalid,
-        }),
-        _ => return Err(bad("recipient counts are partly NULL".to_string())),
-    };
+    let recipients = RecipientCounts::from_columns(recipient_columns).map_err(bad)?;
     let fetch_word: String = row.get(18)?;
     let refused_errcode: Option<i64> = row.get(19)?;
-    let result_fetch = match (fetch_word.as_str(), refused_errcode) {
-        ("pending", _) => ResultFetch::Pending,
-        ("fetched", _) => ResultFetch::Fetched,
-        ("unavailable", _) => ResultFetch::Unavailable,
-        ("too_many_recipients", _) => ResultFetch::TooManyRecipients,
-        ("refused", Some(errcode)) => ResultFetch::Refused { errcode },
-        _ => return Err(bad(format!("unknown result fetch {fetch_word:?}"))),
-    };
+    let result_fetch = ResultFetch::from_stored(&fetch_word, refused_errcode)
+        .ok_or_else(|| bad(format!("unknown result fetch {fetch_word:?}")))?;
     let result_attempts: i64 = row.get(23)?;
     let poll_memory = PollMemory {
         anchor_ms: row.get(20)?,

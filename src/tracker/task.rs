@@ -145,6 +145,44 @@ pub enum ResultFetch {
     Unavailable,
 }
 
+impl ResultFetch {
+    /// The word a store keeps for it; a refusal's errcode is kept beside it
+    /// ([`ResultFetch::refused_errcode`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultFetch::Pending => "pending",
+            ResultFetch::Fetched => "fetched",
+            ResultFetch::Refused { .. } => "refused",
+            ResultFetch::Unavailable => "unavailable",
+            ResultFetch::TooManyRecipients => "too_many_recipients",
+        }
+    }
+
+    /// DingTalk's errcode, for a refusal.
+    pub fn refused_errcode(self) -> Option<i64> {
+        match self {
+            ResultFetch::Refused { errcode } => Some(errcode),
+            ResultFetch::Pending
+            | ResultFetch::Fetched
+            | ResultFetch::Unavailable
+            | ResultFetch::TooManyRecipients => None,
+        }
+    }
+
+    /// Reads back what [`ResultFetch::as_str`] and [`ResultFetch::refused_errcode`] wrote;
+    /// `None` for anything no release wrote.
+    pub fn from_stored(word: &str, refused_errcode: Option<i64>) -> Option<ResultFetch> {
+        match (word, refused_errcode) {
+            ("pending", _) => Some(ResultFetch::Pending),
+            ("fetched", _) => Some(ResultFetch::Fetched),
+            ("unavailable", _) => Some(ResultFetch::Unavailable),
+            ("too_many_recipients", _) => Some(ResultFetch::TooManyRecipients),
+            ("refused", Some(errcode)) => Some(ResultFetch::Refused { errcode }),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the exporter knows about one tracked task. Times are Unix milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
